@@ -1,0 +1,231 @@
+"""Typed configuration: packaged defaults < TOML file < environment < CLI options.
+
+Every key is declared here with its type, so a typo or a wrong type in a config file
+fails at start-up with the key's name instead of deep inside a Spark job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+ENV_PREFIX = "RECS_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str
+    app_name: str
+    shuffle_partitions: int
+    driver_memory: str
+    ui_enabled: bool
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    allowed_lateness_hours: int
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    recent_items: int
+    top_categories: int
+    ctr_prior_impressions: float
+    negatives_per_positive: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    window_days: int
+    schedule: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    embedding_learning_rate: float
+    bottom_mlp: list[int]
+    top_mlp: list[int]
+    shuffle_buffer: int
+    patience: int
+    device: str
+    seed: int
+    auc_floor: float
+    auc_tolerance: float
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    k: int
+    ads_per_user: int
+    max_per_category: int
+    bought_window_days: int
+    recent_days: int
+    recent_cap: int
+    covisit_days: int
+    covisit_neighbours: int
+    covisit_max_items_per_session: int
+    category_popular_cap: int
+    global_popular_cap: int
+    frequency_cap: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    ks: list[int]
+
+
+@dataclass(frozen=True)
+class Config:
+    lakehouse: str
+    raw: str
+    spark: SparkConfig
+    ingest: IngestConfig
+    features: FeaturesConfig
+    train: TrainConfig
+    score: ScoreConfig
+    evaluate: EvaluateConfig
+    source: str = field(default="defaults", compare=False)
+
+    def with_overrides(self, **values: Any) -> Config:
+        return dataclasses.replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+_CHOICES = {
+    "train.schedule": {"daily", "weekly", "never"},
+    "train.device": {"auto", "cpu", "cuda"},
+}
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check (and where unambiguous, convert) one value against its declared type."""
+    origin = get_origin(typ)
+    if origin is list:
+        (inner,) = get_args(typ)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false", "1", "0"}:
+            return value.lower() in {"true", "1"}
+        raise ConfigError(f"config key {key!r}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}") from None
+    if typ is float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}") from None
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key {key!r}: unsupported type {typ}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls) if f.name != "source"}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' in {where}")
+    kwargs = {}
+    for name in sorted(names):
+        key = f"{prefix}{name}"
+        if name not in data:
+            raise ConfigError(f"config key {key!r} is missing")
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(data[name], dict):
+                raise ConfigError(f"config key {key!r} must be a table/section")
+            kwargs[name] = _build(typ, data[name], f"{key}.")
+        else:
+            kwargs[name] = _coerce(key, data[name], typ)
+            choices = _CHOICES.get(key)
+            if choices and kwargs[name] not in choices:
+                raise ConfigError(f"config key {key!r}: {kwargs[name]!r} is not one of {sorted(choices)}")
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """RECS_LAKEHOUSE=... or RECS_TRAIN__EPOCHS=3 (double underscore separates section and key)."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in {"RECS_CONFIG"}:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def defaults() -> dict[str, Any]:
+    return tomllib.loads(resources.files("recs").joinpath("defaults.toml").read_text("utf-8"))
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    lakehouse: str | None = None,
+    raw: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Build the effective config; raises ConfigError naming the offending key."""
+    environ = dict(os.environ if environ is None else environ)
+    data = defaults()
+    source = "defaults"
+    path = path or environ.get("RECS_CONFIG")
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            data = _merge(data, tomllib.loads(p.read_text("utf-8")))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+        source = str(p)
+    data = _merge(data, _env_overrides(environ))
+    if lakehouse:
+        data["lakehouse"] = lakehouse
+    if raw:
+        data["raw"] = raw
+    cfg = _build(Config, data, "")
+    return dataclasses.replace(cfg, source=source)
+
+
+def replace_section(cfg: Config, section: str, **values: Any) -> Config:
+    """Return ``cfg`` with some keys of one section changed (used by tests and the CLI)."""
+    current = getattr(cfg, section)
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(current, **values)})

@@ -1,0 +1,12 @@
+"""Errors an operator can act on; the CLI prints them as one line instead of a traceback."""
+
+from recs.config import ConfigError
+from recs.ingest import CountMismatchError, MissingInputError
+from recs.tables import MissingTableError
+
+KNOWN_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    MissingInputError,
+    MissingTableError,
+    CountMismatchError,
+)

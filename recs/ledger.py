@@ -1,0 +1,99 @@
+"""The run ledger (``pipeline_runs``): what ran, for which date, how it ended, what it counted.
+
+The nightly/backfill orchestration reads it to skip steps that already succeeded and to
+resume after a failure, so every step records itself through ``record_step``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from recs.config import Config
+from recs.schemas import table_schema
+from recs.tables import append_rows, read_table, table_exists, table_path
+
+log = logging.getLogger("recs")
+
+
+@dataclass
+class StepRun:
+    """Filled in by a step while it runs; written to ``pipeline_runs`` when it ends."""
+
+    step: str
+    date: dt.date
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    counts: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@contextmanager
+def record_step(spark: SparkSession, cfg: Config, step: str, date: dt.date) -> Iterator[StepRun]:
+    """Time the block and append one ledger row, ``succeeded`` or ``failed`` with the error."""
+    run = StepRun(step, date)
+    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    t0 = time.perf_counter()
+    log.info("%s %s: started (run %s)", step, date, run.run_id)
+    error: str | None = None
+    try:
+        yield run
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        elapsed = time.perf_counter() - t0
+        status = "failed" if error else "succeeded"
+        row = {
+            "run_id": run.run_id,
+            "step": step,
+            "run_date": date,
+            "status": status,
+            "started_at": started,
+            "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            "duration_s": float(elapsed),
+            "row_counts": {k: int(v) for k, v in run.counts.items()},
+            "details": json.dumps(run.details, default=str, sort_keys=True),
+            "error": error[:4000] if error else None,
+        }
+        try:
+            append_rows(spark.createDataFrame([row], table_schema("pipeline_runs")), cfg, "pipeline_runs")
+        except Exception:  # the ledger must never hide the step's own error
+            log.exception("could not record %s %s in pipeline_runs", step, date)
+        counts = ", ".join(f"{k}={v}" for k, v in run.counts.items())
+        log.info("%s %s: %s in %.1fs (%s)", step, date, status, elapsed, counts)
+
+
+def latest_runs(spark: SparkSession, cfg: Config):
+    """The last ledger row for each (step, run_date), or None when nothing ran yet."""
+    if not table_exists(spark, table_path(cfg, "pipeline_runs")):
+        return None
+    w = Window.partitionBy("step", "run_date").orderBy(F.col("finished_at").desc(), F.col("run_id").desc())
+    return (
+        read_table(spark, cfg, "pipeline_runs")
+        .withColumn("_n", F.row_number().over(w))
+        .where("_n = 1")
+        .drop("_n")
+    )
+
+
+def succeeded_steps(spark: SparkSession, cfg: Config, date: dt.date) -> set[str]:
+    latest = latest_runs(spark, cfg)
+    if latest is None:
+        return set()
+    rows = latest.where((F.col("run_date") == F.lit(date)) & (F.col("status") == "succeeded")).select("step")
+    return {r.step for r in rows.collect()}

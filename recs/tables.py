@@ -1,0 +1,83 @@
+"""Delta table I/O: where tables live, reading a snapshot, replacing one date atomically.
+
+Every write of a dated table is ``overwrite`` + ``replaceWhere`` on its partition column:
+one atomic Delta commit that swaps exactly that date's files, so a rerun never duplicates
+rows, other dates are untouched, and a crash mid-write leaves the previous version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recs.config import Config
+from recs.schemas import conform, partition_column
+
+
+class MissingTableError(RuntimeError):
+    """A stage needs a table (or a date of it) that an earlier stage has not written."""
+
+
+def table_path(cfg: Config, name: str) -> str:
+    return f"{cfg.lakehouse.rstrip('/')}/{name}"
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def read_table(spark: SparkSession, cfg: Config, name: str) -> DataFrame:
+    path = table_path(cfg, name)
+    if not table_exists(spark, path):
+        raise MissingTableError(f"Delta table {name!r} does not exist at {path}; run the step that writes it")
+    return spark.read.format("delta").load(path)
+
+
+def read_date(spark: SparkSession, cfg: Config, name: str, date: dt.date) -> DataFrame:
+    """One partition of a dated table; an empty partition is an error naming the step to run."""
+    part = partition_column(name)
+    df = read_table(spark, cfg, name).where(F.col(part) == F.lit(date))
+    if df.isEmpty():
+        raise MissingTableError(
+            f"table {name!r} has no rows for {part}={date}; run that step for {date} first"
+        )
+    return df
+
+
+def read_range(spark: SparkSession, cfg: Config, name: str, start: dt.date, end: dt.date) -> DataFrame:
+    """Rows of a dated table with start <= date <= end (partition-pruned)."""
+    part = partition_column(name)
+    return read_table(spark, cfg, name).where(F.col(part).between(F.lit(start), F.lit(end)))
+
+
+def replace_partition(df: DataFrame, cfg: Config, name: str, date: dt.date) -> None:
+    """Atomically replace table ``name``'s partition for ``date`` with ``df`` (conformed to the schema)."""
+    part = partition_column(name)
+    if part is None:
+        raise ValueError(f"table {name!r} is not partitioned; use append_rows")
+    out = conform(df, name)
+    (
+        out.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"{part} = DATE'{date.isoformat()}'")
+        .partitionBy(part)
+        .save(table_path(cfg, name))
+    )
+
+
+def append_rows(df: DataFrame, cfg: Config, name: str) -> None:
+    """Append to an unpartitioned ledger-style table (pipeline_runs, model_registry)."""
+    conform(df, name).write.format("delta").mode("append").save(table_path(cfg, name))
+
+
+def last_commit_rows(spark: SparkSession, cfg: Config, name: str) -> int:
+    """Rows the table's latest Delta commit wrote, from its operation metrics (no recount)."""
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, table_path(cfg, name)).history(1)
+    metrics = history.select("operationMetrics").first()[0] or {}
+    return int(metrics.get("numOutputRows", 0))

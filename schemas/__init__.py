@@ -1,0 +1,1 @@
+"""Table schemas and the feature spec: JSON data, installed as ``recs._schemas``."""
