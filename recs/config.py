@@ -77,6 +77,7 @@ class ScoreConfig:
     global_popular_cap: int
     frequency_cap: int
     batch_size: int
+    threads_per_task: int
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,157 @@
+"""Feature stage: daily rollups -> window features as of D -> training examples labelled D.
+
+``run(spark, cfg, date)`` reads day D's events once, writes D's rollups, rebuilds
+``user_features``/``item_features`` as of D from at most 28 days of rollups, and writes
+``training_examples`` for label day D with features as of D-1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recs.config import Config
+from recs.features.spec import FeatureSpec
+
+log = logging.getLogger("recs")
+
+ROLLUPS = ("user_daily", "item_daily", "user_item_daily", "user_category_daily")
+
+
+def rollup_window(spark: SparkSession, cfg: Config, name: str, as_of: dt.date) -> DataFrame:
+    from recs.features.windows import LONGEST
+    from recs.tables import read_range
+
+    return read_range(spark, cfg, name, as_of - dt.timedelta(days=LONGEST - 1), as_of)
+
+
+def features_as_of(spark: SparkSession, cfg: Config, as_of: dt.date) -> tuple[DataFrame, DataFrame]:
+    """(user_features, item_features) as of ``as_of``, computed from rollups and the catalog."""
+    from recs.features.windows import item_window_features, user_window_features
+    from recs.tables import read_range
+
+    f = cfg.features
+    users = user_window_features(
+        rollup_window(spark, cfg, "user_daily", as_of),
+        rollup_window(spark, cfg, "user_item_daily", as_of),
+        rollup_window(spark, cfg, "user_category_daily", as_of),
+        as_of,
+        top_categories=f.top_categories,
+        recent_items=f.recent_items,
+        ctr_prior=f.ctr_prior_impressions,
+    )
+    items = item_window_features(
+        rollup_window(spark, cfg, "item_daily", as_of),
+        read_range(spark, cfg, "items", as_of, as_of),
+        as_of,
+        ctr_prior=f.ctr_prior_impressions,
+    )
+    return users, items
+
+
+def stored_or_computed_features(
+    spark: SparkSession, cfg: Config, as_of: dt.date
+) -> tuple[DataFrame, DataFrame]:
+    """Feature tables as of ``as_of`` as last night wrote them; recomputed from rollups if absent.
+
+    Both come from ``features_as_of`` over the same rollups, so they are the same rows; the
+    stored copy just saves recomputing it.
+    """
+    from recs.tables import read_range
+
+    users = read_range(spark, cfg, "user_features", as_of, as_of)
+    items = read_range(spark, cfg, "item_features", as_of, as_of)
+    if users.isEmpty() or items.isEmpty():
+        return features_as_of(spark, cfg, as_of)
+    return users, items
+
+
+def user_item_as_of(spark: SparkSession, cfg: Config, pairs: DataFrame, as_of: dt.date) -> DataFrame:
+    from recs.features.windows import user_item_signals
+    from recs.tables import read_range
+
+    return user_item_signals(
+        pairs,
+        rollup_window(spark, cfg, "user_item_daily", as_of),
+        rollup_window(spark, cfg, "user_category_daily", as_of),
+        read_range(spark, cfg, "items", as_of, as_of),
+        as_of,
+    )
+
+
+def write_rollups(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
+    from recs.features import rollups as R
+    from recs.tables import last_commit_rows, read_date, replace_partition
+
+    items = read_date(spark, cfg, "items", date)
+    events = R.with_item_of_ads(read_date(spark, cfg, "events", date), read_date(spark, cfg, "ads", date))
+    frames = {
+        "user_daily": R.user_daily(events, date),
+        "item_daily": R.item_daily(events, date),
+        "user_item_daily": R.user_item_daily(events, date),
+        "user_category_daily": R.user_category_daily(events, items, date),
+    }
+    counts = {}
+    for name, df in frames.items():
+        replace_partition(df, cfg, name, date)
+        counts[name] = last_commit_rows(spark, cfg, name)
+    return counts
+
+
+def training_examples(
+    spark: SparkSession, cfg: Config, date: dt.date, spec: FeatureSpec
+) -> tuple[DataFrame, DataFrame]:
+    """(joined feature frame, examples) labelled ``date``, every feature as of ``date - 1``."""
+    from recs.features.examples import EXAMPLE_KEYS, label_rows
+    from recs.features.inputs import assemble, feature_frame
+    from recs.tables import read_date, read_range
+
+    as_of = date - dt.timedelta(days=1)
+    users, items = stored_or_computed_features(spark, cfg, as_of)
+    ads_as_of = read_range(spark, cfg, "ads", as_of, as_of)
+    rows = label_rows(
+        read_date(spark, cfg, "events", date),
+        ads_as_of,
+        items,
+        per_positive=cfg.features.negatives_per_positive,
+        seed=cfg.features.seed,
+        date=date,
+    )
+    pairs = rows.select("user_id", "item_id").where(F.col("item_id").isNotNull()).distinct()
+    frame = feature_frame(rows, users, items, user_item_as_of(spark, cfg, pairs, as_of), ads_as_of)
+    return frame, assemble(frame, spec, EXAMPLE_KEYS).withColumns(
+        {"spec_hash": F.lit(spec.spec_hash), "label_date": F.lit(date)}
+    )
+
+
+def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
+    """Build rollups and features for ``date`` and training examples labelled ``date``."""
+    from recs.features.inputs import collision_rates
+    from recs.features.spec import load_spec
+    from recs.ledger import record_step
+    from recs.tables import last_commit_rows, replace_partition, table_path
+
+    spec = load_spec()
+    with record_step(spark, cfg, "features", date) as step:
+        step.counts.update({f"{k}_rows": v for k, v in write_rollups(spark, cfg, date).items()})
+        users, items = features_as_of(spark, cfg, date)
+        replace_partition(users, cfg, "user_features", date)
+        step.counts["user_features_rows"] = last_commit_rows(spark, cfg, "user_features")
+        replace_partition(items, cfg, "item_features", date)
+        step.counts["item_features_rows"] = last_commit_rows(spark, cfg, "item_features")
+
+        frame, examples = training_examples(spark, cfg, date, spec)
+        replace_partition(examples, cfg, "training_examples", date)
+        step.counts["training_examples_rows"] = last_commit_rows(spark, cfg, "training_examples")
+        written = spark.read.format("delta").load(table_path(cfg, "training_examples"))
+        by_source = written.where(F.col("label_date") == F.lit(date)).groupBy("source").count().collect()
+        step.details["examples_by_source"] = {r.source: r["count"] for r in by_source}
+        rates = collision_rates(frame, spec)
+        step.details["collision_rate"] = rates
+        step.details["spec_hash"] = spec.spec_hash
+        for name, rate in rates.items():
+            log.info("features %s: hash collision rate %-12s %.4f", date, name, rate)
+        return dict(step.counts)

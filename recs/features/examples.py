@@ -1,0 +1,166 @@
+"""Training examples for one label day: positives, impression and sampled negatives, ad examples.
+
+Labels come from day D's events; every feature joined onto them is as of D-1, so nothing
+from D (or later) can leak into an example's inputs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from recs.features.rollups import INTERACTIONS
+
+CONTEXT = ("device", "country", "surface")
+EXAMPLE_KEYS = ["user_id", "item_id", "ad_id", "source", "label", "weight", "is_ad"]
+
+
+def context_columns() -> list[Column]:
+    return [F.col(c).alias(f"context__{c}") for c in CONTEXT] + [F.hour("event_time").alias("context__hour")]
+
+
+def first_per(
+    df: DataFrame, key: list[str], order: tuple[str, ...] = ("event_time", "event_id")
+) -> DataFrame:
+    """The first row per key by ``order`` (by default the earliest event, ties by event_id)."""
+    w = Window.partitionBy(*key).orderBy(*order)
+    return df.withColumn("_r", F.row_number().over(w)).where("_r = 1").drop("_r")
+
+
+def item_positives(day_events: DataFrame) -> DataFrame:
+    touched = day_events.where(F.col("event_type").isin(*INTERACTIONS) & F.col("item_id").isNotNull())
+    return first_per(touched, ["user_id", "item_id"]).select(
+        "user_id", "item_id", *context_columns(), F.lit("positive").alias("source"), F.lit(1.0).alias("label")
+    )
+
+
+def impression_negatives(day_events: DataFrame, positives: DataFrame) -> DataFrame:
+    shown = day_events.where((F.col("event_type") == "impression") & F.col("item_id").isNotNull())
+    return (
+        first_per(shown, ["user_id", "item_id"])
+        .join(positives.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")
+        .select(
+            "user_id",
+            "item_id",
+            *context_columns(),
+            F.lit("impression").alias("source"),
+            F.lit(0.0).alias("label"),
+        )
+    )
+
+
+def popularity_slots(item_features: DataFrame, resolution: int) -> DataFrame:
+    """Each in-stock item owns a run of integer slots proportional to its 28-day popularity.
+
+    A uniform draw over ``[0, total_slots)`` then picks items popularity-weighted through an
+    equi-join on the slot, which Spark does well (a range join it does not).
+    """
+    weight = F.col("views_28d") + F.col("clicks_28d") + F.col("impressions_28d") / 10 + 1.0
+    items = item_features.where("in_stock").select("item_id", weight.alias("w"))
+    total = items.agg(F.sum("w").alias("_total"))
+    sized = items.crossJoin(total).select(
+        "item_id",
+        F.greatest(F.lit(1), F.round(F.col("w") / F.col("_total") * resolution)).cast("long").alias("n"),
+    )
+    # A whole-table window: fine for a catalog (small next to events), and it makes slots stable.
+    cumulative = Window.orderBy("item_id").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    ends = sized.withColumn("end", F.sum("n").over(cumulative))
+    return ends.select(
+        "item_id", F.explode(F.sequence(F.col("end") - F.col("n"), F.col("end") - 1)).alias("slot")
+    )
+
+
+def sample_negatives(
+    positives: DataFrame,
+    touched: DataFrame,
+    slots: DataFrame,
+    per_positive: int,
+    seed: int,
+    date: dt.date,
+) -> DataFrame:
+    """Popularity-weighted items the user did not touch on ``date``, ``per_positive`` per positive.
+
+    Draws are a hash of (user, date, draw number, seed), so the sample is the same on every
+    rerun and on any number of partitions.
+    """
+    total_slots = slots.agg(F.max("slot").alias("_m"))
+    context = [c for c in positives.columns if c.startswith("context__")]
+    per_user = first_per(positives, ["user_id"], ("item_id",)).select("user_id", *context)
+    wanted = positives.groupBy("user_id").agg((F.count(F.lit(1)) * per_positive).alias("wanted"))
+    draws = (
+        wanted.withColumn("j", F.explode(F.sequence(F.lit(0), F.col("wanted") * 2 - 1)))
+        .crossJoin(total_slots)
+        .withColumn(
+            "slot",
+            F.pmod(F.xxhash64("user_id", F.lit(date.isoformat()), "j", F.lit(seed)), F.col("_m") + 1),
+        )
+        .join(F.broadcast(slots), "slot")
+        .join(touched.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")
+    )
+    first_draw = Window.partitionBy("user_id", "item_id").orderBy("j")
+    in_order = Window.partitionBy("user_id").orderBy("j")
+    return (
+        draws.withColumn("_r", F.row_number().over(first_draw))
+        .where("_r = 1")
+        .withColumn("_k", F.row_number().over(in_order))
+        .where(F.col("_k") <= F.col("wanted"))
+        .join(per_user, "user_id")
+        .select(
+            "user_id",
+            "item_id",
+            *[c for c in per_user.columns if c != "user_id"],
+            F.lit("sampled").alias("source"),
+            F.lit(0.0).alias("label"),
+        )
+    )
+
+
+def ad_examples(day_events: DataFrame, ads: DataFrame) -> DataFrame:
+    """One example per (user, ad) shown or clicked on the day; label = clicked."""
+    ad_events = day_events.where(
+        F.col("event_type").isin("ad_impression", "ad_click") & F.col("ad_id").isNotNull()
+    )
+    clicked = ad_events.groupBy("user_id", "ad_id").agg(
+        F.max((F.col("event_type") == "ad_click").cast("double")).alias("label")
+    )
+    promoted = ads.select("ad_id", F.col("item_id").alias("promoted_item"))
+    return (
+        first_per(ad_events, ["user_id", "ad_id"])
+        .select("user_id", "ad_id", F.col("item_id").alias("event_item"), *context_columns())
+        .join(clicked, ["user_id", "ad_id"])
+        .join(promoted, "ad_id", "left")
+        .select(
+            "user_id",
+            F.col("promoted_item").alias("item_id"),
+            "ad_id",
+            *[F.col(f"context__{c}") for c in (*CONTEXT, "hour")],
+            F.lit("ad").alias("source"),
+            "label",
+        )
+    )
+
+
+def label_rows(
+    day_events: DataFrame,
+    ads_as_of: DataFrame,
+    item_features_as_of: DataFrame,
+    *,
+    per_positive: int,
+    seed: int,
+    date: dt.date,
+    slot_resolution: int = 1 << 16,
+) -> DataFrame:
+    """All labelled (user, item[, ad]) rows of ``date`` with their context, before features."""
+    positives = item_positives(day_events)
+    touched = day_events.where(F.col("item_id").isNotNull()).select("user_id", "item_id").distinct()
+    slots = popularity_slots(item_features_as_of, slot_resolution)
+    organic = (
+        positives.unionByName(impression_negatives(day_events, positives))
+        .unionByName(sample_negatives(positives, touched, slots, per_positive, seed, date))
+        .withColumn("ad_id", F.lit(None).cast("string"))
+    )
+    rows = organic.unionByName(ad_examples(day_events, ads_as_of))
+    return rows.withColumn("is_ad", F.col("source") == "ad").withColumn("weight", F.lit(1.0))

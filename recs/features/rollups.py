@@ -1,0 +1,92 @@
+"""Daily rollups: one day of ``events`` summarised per user, item, user x item, user x category.
+
+The nightly run reads only day D's events and writes D's rollups; every window feature is
+then a sum over at most 28 rollup partitions, so a 90-day backfill reads each raw day once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+# Column in the rollups -> event types it counts.
+COUNTED = {
+    "impressions": ["impression"],
+    "views": ["view"],
+    "clicks": ["click"],
+    "carts": ["add_to_cart"],
+    "purchases": ["purchase"],
+    "ad_impressions": ["ad_impression"],
+    "ad_clicks": ["ad_click"],
+}
+INTERACTIONS = ["view", "click", "add_to_cart", "purchase"]
+
+
+def count_columns() -> list[Column]:
+    return [F.count_if(F.col("event_type").isin(*types)).alias(name) for name, types in COUNTED.items()]
+
+
+def mode_of(df: DataFrame, key: list[str], column: str) -> DataFrame:
+    """The most frequent non-null value of ``column`` per key (ties: smallest value)."""
+    w = Window.partitionBy(*key).orderBy(F.col("n").desc(), F.col(column))
+    return (
+        df.where(F.col(column).isNotNull())
+        .groupBy(*key, column)
+        .agg(F.count(F.lit(1)).alias("n"))
+        .withColumn("_r", F.row_number().over(w))
+        .where("_r = 1")
+        .select(*key, column)
+    )
+
+
+def with_item_of_ads(events: DataFrame, ads: DataFrame) -> DataFrame:
+    """Ad events name an ad; give them the promoted item so item-level counts include them."""
+    promoted = ads.select("ad_id", F.col("item_id").alias("_ad_item"))
+    return (
+        events.join(F.broadcast(promoted), "ad_id", "left")
+        .withColumn("item_id", F.coalesce("item_id", "_ad_item"))
+        .drop("_ad_item")
+    )
+
+
+def user_daily(events: DataFrame, date: dt.date) -> DataFrame:
+    counts = events.groupBy("user_id").agg(*count_columns(), F.max("event_time").alias("last_event_time"))
+    with_hour = events.withColumn("hour", F.hour("event_time"))
+    out = counts
+    for column, name in (("device", "device"), ("country", "country"), ("hour", "top_hour")):
+        out = out.join(
+            mode_of(with_hour, ["user_id"], column).withColumnRenamed(column, name), "user_id", "left"
+        )
+    return out.withColumn("event_date", F.lit(date))
+
+
+def item_daily(events: DataFrame, date: dt.date) -> DataFrame:
+    return (
+        events.where(F.col("item_id").isNotNull())
+        .groupBy("item_id")
+        .agg(*count_columns())
+        .withColumn("event_date", F.lit(date))
+    )
+
+
+def user_item_daily(events: DataFrame, date: dt.date) -> DataFrame:
+    return (
+        events.where(F.col("item_id").isNotNull())
+        .groupBy("user_id", "item_id")
+        .agg(*count_columns(), F.max("event_time").alias("last_event_time"))
+        .withColumn("event_date", F.lit(date))
+    )
+
+
+def user_category_daily(events: DataFrame, items: DataFrame, date: dt.date) -> DataFrame:
+    categories = items.select("item_id", "category_id").where(F.col("category_id").isNotNull())
+    return (
+        events.where(F.col("event_type").isin(*INTERACTIONS))
+        .join(categories, "item_id")
+        .groupBy("user_id", "category_id")
+        .agg(F.count(F.lit(1)).alias("interactions"))
+        .withColumn("event_date", F.lit(date))
+    )

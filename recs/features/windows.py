@@ -1,0 +1,179 @@
+"""Window features as of a date, computed from the daily rollups (never from raw events).
+
+Point-in-time rule: features ``as_of = X`` see rollups with ``event_date <= X`` and the
+catalog snapshot of X. A training example labelled D is built from features as of D-1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from recs.features.rollups import COUNTED
+from recs.schemas import table_doc
+
+WINDOWS: tuple[int, ...] = tuple(table_doc("user_features")["windows"])
+LONGEST = max(WINDOWS)
+
+
+def window_sums(daily: DataFrame, key: list[str], as_of: dt.date) -> DataFrame:
+    """Per key, each rollup count summed over each window ending at ``as_of``."""
+    age = F.datediff(F.lit(as_of), F.col("event_date"))
+    aggs = [
+        F.sum(F.when(age < w, F.col(c)).otherwise(F.lit(0))).cast("bigint").alias(f"{c}_{w}d")
+        for c in COUNTED
+        for w in WINDOWS
+    ]
+    return daily.where((age >= 0) & (age < LONGEST)).groupBy(*key).agg(*aggs)
+
+
+def smoothed_rate(num: str, den: str, prior: float, base: str = "_base") -> F.Column:
+    """(num + prior * base_rate) / (den + prior), clipped to [0, 1]: stable for sparse counts."""
+    rate = (F.col(num) + F.lit(prior) * F.col(base)) / (F.col(den) + F.lit(prior))
+    return F.least(F.greatest(rate, F.lit(0.0)), F.lit(1.0))
+
+
+def base_rate(df: DataFrame, num: str, den: str) -> DataFrame:
+    """One-row frame with the population rate, cross-joined instead of collected to the driver."""
+    return df.agg(F.coalesce(F.sum(num) / F.greatest(F.sum(den), F.lit(1)), F.lit(0.0)).alias("_base"))
+
+
+def ranked_list(df: DataFrame, key: str, value: str, score: F.Column, limit: int, name: str) -> DataFrame:
+    """Per key, up to ``limit`` values ordered by ``score`` desc (ties by value)."""
+    ranked = F.sort_array(F.collect_list(F.struct((-score).alias("s"), F.col(value).alias("v"))))
+    return df.groupBy(key).agg(F.slice(F.transform(ranked, lambda x: x["v"]), 1, limit).alias(name))
+
+
+def user_window_features(
+    user_daily: DataFrame,
+    user_item_daily: DataFrame,
+    user_category_daily: DataFrame,
+    as_of: dt.date,
+    *,
+    top_categories: int,
+    recent_items: int,
+    ctr_prior: float,
+) -> DataFrame:
+    sums = window_sums(user_daily, ["user_id"], as_of)
+    age = F.datediff(F.lit(as_of), F.col("event_date"))
+    latest = (
+        user_daily.where((age >= 0) & (age < LONGEST))
+        .groupBy("user_id")
+        .agg(
+            F.countDistinct("event_date").cast("int").alias("active_days_28d"),
+            F.datediff(F.lit(as_of), F.max("event_date")).alias("days_since_last_event"),
+            *[
+                F.max_by(c, F.when(F.col(c).isNotNull(), F.col("event_date"))).alias(c)
+                for c in ("device", "country", "top_hour")
+            ],
+        )
+    )
+    cat_window = user_category_daily.where(F.datediff(F.lit(as_of), "event_date").between(0, LONGEST - 1))
+    cats = ranked_list(
+        cat_window.groupBy("user_id", "category_id").agg(F.sum("interactions").alias("n")),
+        "user_id",
+        "category_id",
+        F.col("n"),
+        top_categories,
+        "top_categories",
+    )
+    touched = user_item_daily.where(
+        F.datediff(F.lit(as_of), "event_date").between(0, LONGEST - 1)
+        & ((F.col("views") + F.col("clicks") + F.col("carts") + F.col("purchases")) > 0)
+    )
+    recent = ranked_list(
+        touched.groupBy("user_id", "item_id").agg(F.max("last_event_time").alias("t")),
+        "user_id",
+        "item_id",
+        F.col("t").cast("long"),
+        recent_items,
+        "recent_items",
+    )
+    empty = F.array().cast("array<string>")
+    return (
+        sums.join(latest, "user_id")
+        .join(cats, "user_id", "left")
+        .join(recent, "user_id", "left")
+        .crossJoin(base_rate(sums, "clicks_28d", "impressions_28d"))
+        .withColumn("ctr_28d", smoothed_rate("clicks_28d", "impressions_28d", ctr_prior))
+        .withColumn("top_categories", F.coalesce("top_categories", empty))
+        .withColumn("recent_items", F.coalesce("recent_items", empty))
+        .withColumn("as_of_date", F.lit(as_of))
+        .drop("_base")
+    )
+
+
+def item_window_features(
+    item_daily: DataFrame, items: DataFrame, as_of: dt.date, *, ctr_prior: float
+) -> DataFrame:
+    """Every item of the as-of catalog snapshot, with zero counts when it had no activity."""
+    sums = window_sums(item_daily, ["item_id"], as_of)
+    count_cols = [c for c in sums.columns if c != "item_id"]
+    catalog = items.select(
+        "item_id",
+        "category_id",
+        "brand",
+        "price",
+        "in_stock",
+        F.datediff(F.lit(as_of), F.col("created_date")).alias("age_days"),
+    )
+    joined = catalog.join(sums, "item_id", "left").fillna(0, subset=count_cols)
+    conv = base_rate(sums, "purchases_28d", "views_28d").withColumnRenamed("_base", "_conv")
+    return (
+        joined.crossJoin(base_rate(sums, "clicks_28d", "impressions_28d"))
+        .crossJoin(conv)
+        .withColumn("ctr_28d", smoothed_rate("clicks_28d", "impressions_28d", ctr_prior))
+        .withColumn("conversion_28d", smoothed_rate("purchases_28d", "views_28d", ctr_prior, "_conv"))
+        .withColumn("as_of_date", F.lit(as_of))
+        .drop("_base", "_conv")
+    )
+
+
+def user_item_signals(
+    pairs: DataFrame,
+    user_item_daily: DataFrame,
+    user_category_daily: DataFrame,
+    items: DataFrame,
+    as_of: dt.date,
+) -> DataFrame:
+    """For (user_id, item_id) pairs: prior views, recency, and the user's category/brand affinity.
+
+    Only rollups up to ``as_of`` are read; the result has one row per input pair.
+    """
+    in_window = F.datediff(F.lit(as_of), "event_date").between(0, LONGEST - 1)
+    ui = user_item_daily.where(in_window)
+    views = ui.groupBy("user_id", "item_id").agg(
+        F.sum("views").alias("views_28d"),
+        F.datediff(F.lit(as_of), F.max(F.when(F.col("views") > 0, F.col("event_date")))).alias(
+            "days_since_view"
+        ),
+    )
+    meta = items.select("item_id", "category_id", "brand")
+    cat = (
+        user_category_daily.where(in_window)
+        .groupBy("user_id", "category_id")
+        .agg(F.sum("interactions").alias("_cat_n"))
+    )
+    touched = ui.withColumn("_n", F.col("views") + F.col("clicks") + F.col("carts") + F.col("purchases"))
+    brand = (
+        touched.join(meta.select("item_id", "brand"), "item_id")
+        .groupBy("user_id", "brand")
+        .agg(F.sum("_n").alias("_brand_n"))
+    )
+    totals = touched.groupBy("user_id").agg(F.sum("_n").alias("_total"))
+    return (
+        pairs.join(meta, "item_id", "left")
+        .join(views, ["user_id", "item_id"], "left")
+        .join(cat, ["user_id", "category_id"], "left")
+        .join(brand, ["user_id", "brand"], "left")
+        .join(totals, "user_id", "left")
+        .select(
+            *pairs.columns,
+            F.coalesce("views_28d", F.lit(0)).alias("views_28d"),
+            F.col("days_since_view"),
+            F.coalesce(F.try_divide("_cat_n", "_total"), F.lit(0.0)).alias("category_affinity"),
+            F.coalesce(F.try_divide("_brand_n", "_total"), F.lit(0.0)).alias("brand_affinity"),
+        )
+    )
