@@ -1,0 +1,264 @@
+"""Training stage: fit a DLRM on a window of ``training_examples``, gate it, register it.
+
+The window is the ``window_days`` label days ending on D; D itself is the validation day.
+Examples are streamed from the current Delta snapshot (through delta-rs, so the exact
+files of that version) as Arrow batches; nothing larger than the shuffle buffer is held.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recs.config import Config
+
+log = logging.getLogger("recs")
+
+
+class TrainingDataError(ValueError):
+    """The examples cannot train a model: wrong feature spec, or no validation day."""
+
+
+@dataclass(frozen=True)
+class TrainWindow:
+    train_dates: tuple[dt.date, ...]
+    validation_date: dt.date
+    rows: dict[dt.date, int]
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    model_version: str
+    status: str
+    reason: str
+    metrics: dict[str, float]
+    artifact_path: str
+
+
+def examples_path(cfg: Config) -> str:
+    from recs.tables import table_path
+
+    return table_path(cfg, "training_examples")
+
+
+def training_window(spark: SparkSession, cfg: Config, date: dt.date, spec_hash: str) -> TrainWindow:
+    """Label days with examples in the window; refuses examples built with another feature spec."""
+    from recs.pipeline import StepSkipped
+    from recs.tables import read_range
+
+    start = date - dt.timedelta(days=cfg.train.window_days - 1)
+    examples = read_range(spark, cfg, "training_examples", start, date)
+    per_day = (
+        examples.groupBy("label_date")
+        .agg(F.count(F.lit(1)).alias("n"), F.collect_set("spec_hash").alias("specs"))
+        .collect()
+    )  # one row per day: small
+    foreign = sorted({h for r in per_day for h in r.specs} - {spec_hash})
+    if foreign:
+        raise TrainingDataError(
+            f"training_examples in {start}..{date} were built with feature spec {foreign}, "
+            f"the current spec is {spec_hash}; re-run `recs features` for those dates"
+        )
+    rows = {r.label_date: r.n for r in per_day if r.n > 0}
+    if date not in rows:
+        raise StepSkipped(f"no training examples labelled {date} to validate on")
+    train_dates = tuple(sorted(d for d in rows if d < date))
+    if not train_dates:
+        raise StepSkipped(
+            f"no label days before {date} in the {cfg.train.window_days}-day window to train on"
+        )
+    return TrainWindow(train_dates, date, rows)
+
+
+def example_streams(cfg: Config, window: TrainWindow, spec, device: str):
+    """(train, validation) re-iterable batch streams over the current Delta snapshot."""
+    from recs.train.data import ExampleStream, label_date_filter, open_examples
+
+    dataset = open_examples(examples_path(cfg), table_format="delta")
+    t = cfg.train
+    train = ExampleStream(
+        dataset,
+        spec,
+        batch_size=t.batch_size,
+        filter=label_date_filter(window.train_dates),
+        shuffle_buffer=t.shuffle_buffer,
+        seed=t.seed,
+        device=device,
+    )
+    val = ExampleStream(
+        dataset,
+        spec,
+        batch_size=max(t.batch_size, 8192),
+        filter=label_date_filter(window.validation_date),
+        device=device,
+    )
+    return train, val
+
+
+def examples_for_dates(
+    spark: SparkSession, cfg: Config, dates: list[dt.date], spec, *, batch_size: int, shuffle: bool = False
+):
+    """A batch stream over the examples of ``dates`` (None when those days hold no rows)."""
+    from recs.tables import read_range
+    from recs.train.data import ExampleStream, label_date_filter, open_examples
+
+    present = read_range(spark, cfg, "training_examples", min(dates), max(dates)).where(
+        F.col("spec_hash") == spec.spec_hash
+    )
+    if present.isEmpty():
+        return None
+    dataset = open_examples(examples_path(cfg), table_format="delta")
+    return ExampleStream(
+        dataset,
+        spec,
+        batch_size=batch_size,
+        filter=label_date_filter(dates),
+        shuffle_buffer=cfg.train.shuffle_buffer if shuffle else 0,
+        seed=cfg.train.seed,
+    )
+
+
+def model_version(window: TrainWindow, spec_hash: str, cfg: Config) -> str:
+    """Window + a hash of what determines the model (data rows per day, spec, training config)."""
+    content = json.dumps(
+        {
+            "rows": {d.isoformat(): n for d, n in sorted(window.rows.items())},
+            "spec": spec_hash,
+            "train": dataclasses.asdict(cfg.train),
+        },
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(content.encode()).hexdigest()[:10]
+    return f"dlrm-{window.train_dates[0]:%Y%m%d}-{window.validation_date:%Y%m%d}-{digest}"
+
+
+def incumbent_auc(
+    spark: SparkSession, cfg: Config, val_stream, spec_hash: str
+) -> tuple[float | None, str | None]:
+    """The promoted model's AUC on the same validation day (None if none, or another spec)."""
+    from recs.train.artifacts import ArtifactError, load_model
+    from recs.train.loop import evaluate
+    from recs.train.registry import promoted_model
+
+    row = promoted_model(spark, cfg)
+    if row is None:
+        return None, None
+    if row.spec_hash != spec_hash:
+        log.warning(
+            "promoted model %s uses feature spec %s; not comparable", row.model_version, row.spec_hash
+        )
+        return None, row.model_version
+    try:
+        model, _, _ = load_model(row.artifact_path)
+    except ArtifactError as exc:
+        log.warning(
+            "promoted model %s cannot be loaded (%s); gating on the floor only", row.model_version, exc
+        )
+        return None, row.model_version
+    return evaluate(model, val_stream, cfg.train.device)["auc"], row.model_version
+
+
+def judge_and_register(
+    spark: SparkSession,
+    cfg: Config,
+    model,
+    metrics: dict[str, float],
+    window: TrainWindow,
+    val_stream,
+    run_date: dt.date,
+    extra: dict | None = None,
+) -> TrainOutcome:
+    """Gate the model against the floor and the incumbent, save the artefact, add a registry row."""
+    from recs.train.artifacts import save_model
+    from recs.train.registry import gate, record_model
+
+    spec = model.spec
+    version = model_version(window, spec.spec_hash, cfg)
+    baseline, incumbent = incumbent_auc(spark, cfg, val_stream, spec.spec_hash)
+    decision = gate(metrics["auc"], cfg.train.auc_floor, baseline, cfg.train.auc_tolerance)
+    artifact = f"{cfg.lakehouse.rstrip('/')}/models/{version}"
+    save_model(
+        model,
+        artifact,
+        overwrite=True,
+        training_config={
+            **dataclasses.asdict(cfg.train),
+            "train_dates": [str(d) for d in window.train_dates],
+            "validation_date": str(window.validation_date),
+        },
+        metrics={**metrics, **(extra or {})},
+    )
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
+    record_model(
+        spark,
+        cfg,
+        model_version=version,
+        train_start=window.train_dates[0],
+        train_end=window.train_dates[-1],
+        validation_date=window.validation_date,
+        metrics=numeric,
+        baseline_auc=baseline,
+        spec_hash=spec.spec_hash,
+        artifact_path=artifact,
+        decision=decision,
+        run_date=run_date,
+    )
+    log.info(
+        "train %s: model %s %s (%s; incumbent %s)",
+        run_date,
+        version,
+        decision.status,
+        decision.reason,
+        incumbent or "none",
+    )
+    return TrainOutcome(version, decision.status, decision.reason, numeric, artifact)
+
+
+def run(spark: SparkSession, cfg: Config, date: dt.date) -> TrainOutcome:
+    from recs.features.spec import load_spec
+    from recs.ledger import record_step
+    from recs.train.loop import TrainSettings, resolve_device, train
+    from recs.train.model import DLRM
+
+    spec = load_spec()
+    with record_step(spark, cfg, "train", date) as step:
+        window = training_window(spark, cfg, date, spec.spec_hash)
+        device = str(resolve_device(cfg.train.device))
+        train_stream, val_stream = example_streams(cfg, window, spec, device)
+        model = DLRM(spec, cfg.train.bottom_mlp, cfg.train.top_mlp)
+        result = train(model, train_stream, val_stream, TrainSettings.from_config(cfg.train))
+        val_metrics = {k[4:]: v for k, v in result.best_metrics.items() if k.startswith("val_")}
+        outcome = judge_and_register(
+            spark,
+            cfg,
+            model,
+            val_metrics,
+            window,
+            val_stream,
+            date,
+            extra={"history": result.history, "samples_per_s": result.samples_per_s, "device": result.device},
+        )
+        step.counts.update(
+            {
+                "train_rows": sum(window.rows[d] for d in window.train_dates),
+                "validation_rows": window.rows[window.validation_date],
+            }
+        )
+        step.details.update(
+            {
+                "model_version": outcome.model_version,
+                "status": outcome.status,
+                "reason": outcome.reason,
+                "auc": outcome.metrics.get("auc"),
+                "samples_per_s": result.samples_per_s,
+                "device": result.device,
+            }
+        )
+        return outcome

@@ -1,0 +1,270 @@
+"""DLRM module and model artefacts: shapes, gradients, interaction, padding, save/load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recs.features.spec import FeatureSpec
+from recs.train.artifacts import ArtifactError, load_json, load_model, read_manifest, save_model
+from recs.train.model import DLRM, PairwiseInteraction, build_model, lower_triangle
+
+
+def tiny_spec(pooling: str = "mean", dim: int = 4) -> FeatureSpec:
+    return FeatureSpec.from_dict(
+        {
+            "version": 1,
+            "embedding_dim": dim,
+            "pooling": pooling,
+            "sparse": [
+                {"name": "user", "source": "u.id", "buckets": 11},
+                {"name": "item", "source": "i.id", "buckets": 7},
+                {"name": "recent", "source": "u.recent", "buckets": 7, "max_len": 3},
+                {"name": "device", "source": "c.device", "buckets": 3},
+                {"name": "tags", "source": "i.tags", "buckets": 5, "max_len": 2},
+            ],
+            "dense": [
+                {"name": "a", "source": "u.a", "transform": "log1p"},
+                {"name": "b", "source": "u.b"},
+                {"name": "c", "source": "i.c", "transform": "clip", "clip": [0, 9]},
+            ],
+            "label": "label",
+        }
+    )
+
+
+def random_inputs(spec: FeatureSpec, rows: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    limits = torch.tensor([f.buckets for f in spec.sparse for _ in range(f.max_len)])
+    sparse = (torch.rand(rows, spec.sparse_width, generator=g) * limits).long()
+    return torch.randn(rows, spec.num_dense, generator=g) * 3 + 1, sparse
+
+
+def test_shapes_widths_and_gradient_flow() -> None:
+    spec = tiny_spec()
+    model = build_model(spec, [8], [16, 8], seed=1)
+    assert model.bottom_widths == [3, 8, 4]  # the embedding dim is appended
+    assert model.top_widths == [4 + 6 * 5 // 2, 16, 8]  # 5 features + bottom output -> 15 pairs
+    assert model.top[0].in_features == 24 and model.bottom[0].in_features == 8  # padded to 8s
+    dense, sparse = random_inputs(spec, 32)
+    logits = model(dense, sparse, is_ad=torch.arange(32) % 4 == 0)
+    assert logits.shape == (32,)
+    logits.sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+    grad = model.embedding.weight.grad
+    assert grad.is_sparse
+    assert float(grad.coalesce().values().abs().sum()) > 0
+    assert all(float(p.grad.abs().sum()) > 0 for p in model.bottom.parameters())
+    assert float(model.top[0].weight.grad[:, 19:].abs().sum()) == 0.0  # padding columns never move
+    assert float(model.bottom[0].weight.grad[:, 3:].abs().sum()) == 0.0
+    assert build_model(spec, [8, 4], [16, 1]).bottom_widths == [3, 8, 4]  # not appended twice
+
+
+def test_sparse_gradient_equals_dense_reference() -> None:
+    spec = tiny_spec("sum")
+    model = build_model(spec, [8], [8], seed=2)
+    dense, sparse = random_inputs(spec, 16, seed=3)
+    model(dense, sparse).sum().backward()
+    sparse_grad = model.embedding.weight.grad.to_dense()
+    weight = model.embedding.weight.detach().clone().requires_grad_()
+    rows = model.embedding.rows(sparse)
+    slots = F.embedding(rows, weight, padding_idx=0)
+    pooled = torch.cat(
+        [
+            slots[:, 0:2],
+            slots[:, 2:5].sum(1, keepdim=True),
+            slots[:, 5:6],
+            slots[:, 6:8].sum(1, keepdim=True),
+        ],
+        dim=1,
+    )
+    out = model.head(model.top(model.interaction(model.bottom_output(dense).detach(), pooled)))[:, 0]
+    out.sum().backward()
+    torch.testing.assert_close(sparse_grad, weight.grad)
+
+
+def test_interaction_equals_explicit_double_loop() -> None:
+    g = torch.Generator().manual_seed(0)
+    x, emb = torch.randn(5, 3, generator=g), torch.randn(5, 4, 3, generator=g)
+    out = PairwiseInteraction(5)(x, emb)
+    vectors = [x] + [emb[:, k] for k in range(4)]
+    expected = [x[:, d] for d in range(3)]
+    for i in range(5):
+        for j in range(i):
+            expected.append((vectors[i] * vectors[j]).sum(1))
+    torch.testing.assert_close(out, torch.stack(expected, dim=1))
+    li, lj = lower_triangle(5)
+    assert bool((li > lj).all()) and li.numel() == 10
+
+
+def test_interaction_backward_matches_autograd() -> None:
+    inter = PairwiseInteraction(4).double()
+    x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    emb = torch.randn(3, 3, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: inter(a, b), (x, emb))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "sum"])
+def test_pooling_equals_per_feature_embedding_bag(pooling: str) -> None:
+    spec = tiny_spec(pooling)
+    model = build_model(spec, [8], [8], seed=3)
+    _, sparse = random_inputs(spec, 40, seed=4)
+    sparse[:5] = 0  # all-padding rows
+    pooled = model.embedding(sparse)
+    for k, (feature, (start, stop)) in enumerate(zip(spec.sparse, spec.sparse_slices(), strict=True)):
+        expected = F.embedding_bag(
+            sparse[:, start:stop], model.table(feature.name), mode=pooling, padding_idx=0
+        )
+        torch.testing.assert_close(pooled[:, k], expected)
+
+
+def test_padding_contributes_nothing() -> None:
+    spec = tiny_spec("mean")
+    model = build_model(spec, [8], [8], seed=4)
+    dense, sparse = random_inputs(spec, 8, seed=5)
+    sparse[:, 2:5] = torch.tensor([4, 0, 0])
+    pooled = model.embedding(sparse)
+    torch.testing.assert_close(pooled[:, 2], model.table("recent")[4].expand(8, -1))  # mean over 1, not 3
+    sparse[:, 0] = 0
+    assert float(model.embedding(sparse)[:, 0].detach().abs().sum()) == 0.0
+    for name in ("user", "recent", "tags"):
+        assert float(model.table(name)[0].abs().sum()) == 0.0
+    model(dense, sparse).sum().backward()
+    grad = model.embedding.weight.grad.coalesce()
+    at_padding = grad.values()[grad.indices()[0] == 0]
+    assert float(at_padding.abs().sum()) == 0.0
+
+
+def test_out_of_range_bucket_is_refused() -> None:
+    spec = tiny_spec()
+    model = build_model(spec, [8], [8])
+    dense, sparse = random_inputs(spec, 4)
+    sparse[1, 5] = 3  # feature "device" has 3 buckets: 0..2
+    with pytest.raises(ValueError, match="slot 5"):
+        model(dense, sparse)
+
+
+def test_normalizer_buffers() -> None:
+    spec = tiny_spec()
+    model = build_model(spec, [8], [8])
+    assert not model.normalizer_fitted
+    dense = torch.randn(1000, 3) * torch.tensor([2.0, 5.0, 0.0]) + torch.tensor([1.0, -3.0, 7.0])
+    model.fit_normalizer(dense)
+    assert model.normalizer_fitted
+    torch.testing.assert_close(model.dense_mean, dense.mean(0), atol=1e-4, rtol=1e-4)
+    assert float(model.dense_std[2]) == 1.0  # a constant column is centred, not divided by 0
+    assert {"dense_mean", "dense_std", "normalizer_rows"} <= set(model.state_dict())
+
+
+def test_same_seed_same_init() -> None:
+    spec = tiny_spec()
+    a, b = build_model(spec, [8], [8], seed=5), build_model(spec, [8], [8], seed=5)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    c = build_model(spec, [8], [8], seed=6)
+    assert not torch.equal(a.embedding.weight, c.embedding.weight)
+
+
+def test_ads_head_routes_ad_rows() -> None:
+    spec = tiny_spec()
+    model = build_model(spec, [8], [8], ads_head=True, seed=7)
+    dense, sparse = random_inputs(spec, 6)
+    is_ad = torch.tensor([True, False, True, False, False, True])
+    both = model(dense, sparse, is_ad)
+    organic = model(dense, sparse)
+    assert torch.equal(both[~is_ad], organic[~is_ad])
+    assert not torch.allclose(both[is_ad], organic[is_ad])
+
+
+# --------------------------------------------------------------------------- artefacts
+
+
+def trained_like_model(spec: FeatureSpec, ads_head: bool = False) -> DLRM:
+    model = build_model(spec, [8], [16, 8], ads_head=ads_head, seed=11)
+    model.fit_normalizer(random_inputs(spec, 64, seed=12)[0])
+    return model
+
+
+@pytest.mark.parametrize("uri", [False, True])
+def test_save_load_gives_identical_predictions(tmp_path: Path, uri: bool) -> None:
+    spec = tiny_spec()
+    model = trained_like_model(spec, ads_head=True)
+    where = tmp_path / "models" / "v1"
+    manifest = save_model(
+        model, where, training_config={"epochs": 2}, metrics={"auc": 0.7, "ne": float("nan")}
+    )
+    loaded, loaded_spec, loaded_manifest = load_model(f"file://{where}" if uri else where)
+    assert loaded_spec.to_json() == spec.to_json() and loaded_manifest == manifest
+    assert (where / "spec.json").read_text() == spec.to_json()
+    assert sorted(p.name for p in where.iterdir()) == sorted(
+        ["model.safetensors", "spec.json", "config.json", "metrics.json", "manifest.json"]
+    )
+    dense, sparse = random_inputs(spec, 50, seed=13)
+    is_ad = torch.arange(50) % 3 == 0
+    assert torch.equal(loaded.predict(dense, sparse, is_ad), model.predict(dense, sparse, is_ad))
+    assert load_json(where, "metrics.json") == {"auc": 0.7, "ne": None}
+    assert load_json(where, "config.json")["training"] == {"epochs": 2}
+    assert manifest["spec_hash"] == spec.spec_hash
+
+
+def test_existing_artefact_is_not_overwritten_by_accident(tmp_path: Path) -> None:
+    model = trained_like_model(tiny_spec())
+    save_model(model, tmp_path / "v1")
+    with pytest.raises(ArtifactError, match="already exists"):
+        save_model(model, tmp_path / "v1")
+    save_model(model, tmp_path / "v1", overwrite=True)
+    load_model(tmp_path / "v1")
+
+
+def test_tampered_or_unknown_artefacts_are_refused(tmp_path: Path) -> None:
+    spec = tiny_spec()
+    where = tmp_path / "v1"
+    save_model(trained_like_model(spec), where)
+
+    weights = (where / "model.safetensors").read_bytes()
+    (where / "model.safetensors").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))
+    with pytest.raises(ArtifactError, match="model.safetensors does not match its manifest hash"):
+        load_model(where)
+    (where / "model.safetensors").write_bytes(weights)
+    load_model(where)
+
+    # A different spec with a forged manifest entry is still caught by the spec hash.
+    other = tiny_spec(dim=4).to_json().replace('"buckets":11', '"buckets":12')
+    original_manifest = (where / "manifest.json").read_text()
+    manifest = json.loads(original_manifest)
+    original_spec = (where / "spec.json").read_text()
+    (where / "spec.json").write_text(other)
+    manifest["files"]["spec.json"] = {
+        "sha256": hashlib.sha256(other.encode()).hexdigest(),
+        "bytes": len(other),
+    }
+    (where / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="spec.json hash"):
+        load_model(where)
+    (where / "spec.json").write_text(original_spec)
+    (where / "manifest.json").write_text(original_manifest)
+
+    with pytest.raises(ArtifactError, match="expected"):
+        load_model(where, expected_spec_hash="0" * 16)
+
+    manifest = json.loads((where / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (where / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="format version 99"):
+        read_manifest(where)
+
+    (where / "manifest.json").write_text('{"format": "pickle"}')
+    with pytest.raises(ArtifactError, match="unknown format"):
+        load_model(where)
+
+    (where / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match="cannot read manifest.json"):
+        load_model(where)
+    with pytest.raises(ArtifactError):
+        load_model(tmp_path / "nothing-here")
