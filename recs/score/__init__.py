@@ -1,0 +1,225 @@
+"""Scoring stage: candidates -> filters -> DLRM ranking -> top-k recommendations and ad candidates.
+
+``run(spark, cfg, date)`` uses features as of D and the promoted model (hashing with the
+model's own feature spec); with no promoted model yet it still writes recommendations,
+ordered by the candidate sources themselves, and says so in ``model_version``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from recs.config import Config
+
+log = logging.getLogger("recs")
+
+NO_MODEL = "none:candidate-order"
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    version: str
+    artifact: str
+    spec: object  # FeatureSpec
+
+
+def load_promoted(spark: SparkSession, cfg: Config) -> ScoringModel | None:
+    from recs.train.artifacts import load_model
+    from recs.train.registry import promoted_model
+
+    row = promoted_model(spark, cfg)
+    if row is None:
+        return None
+    # Verify the artefact on the driver first: a corrupt model fails the step with a clear error.
+    _, spec, _ = load_model(row.artifact_path)
+    return ScoringModel(row.model_version, row.artifact_path, spec)
+
+
+def with_context(rows: DataFrame, users: DataFrame) -> DataFrame:
+    """Scoring-time context: the user's usual device/country/hour, shown on the home surface."""
+    ctx = users.select(
+        "user_id",
+        F.col("device").alias("context__device"),
+        F.col("country").alias("context__country"),
+        F.lit("home").alias("context__surface"),
+        F.col("top_hour").alias("context__hour"),
+    )
+    return rows.join(ctx, "user_id", "left")
+
+
+def model_scores(
+    spark: SparkSession,
+    cfg: Config,
+    rows: DataFrame,
+    users: DataFrame,
+    items: DataFrame,
+    model: ScoringModel,
+    date: dt.date,
+    ads: DataFrame | None,
+    keep: list[str],
+) -> DataFrame:
+    from recs.features import user_item_as_of
+    from recs.features.inputs import assemble, feature_frame
+    from recs.score.rank import score_with_model
+
+    pairs = rows.select("user_id", "item_id").where(F.col("item_id").isNotNull()).distinct()
+    frame = feature_frame(
+        with_context(rows, users), users, items, user_item_as_of(spark, cfg, pairs, date), ads
+    )
+    inputs = assemble(frame, model.spec, keep)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.score.batch_size))
+    return score_with_model(
+        inputs,
+        model.artifact,
+        (model.spec.num_dense, model.spec.sparse_width),
+        device=cfg.train.device,
+        batch_size=cfg.score.batch_size,
+        threads=cfg.score.threads_per_task,
+    )
+
+
+def fallback_scores(candidates: DataFrame) -> DataFrame:
+    """Without a model: source priority first, then each source's own score; score = 1/position."""
+    from recs.score.candidates import PRIORITY
+
+    priority = F.create_map(*[x for name, p in PRIORITY.items() for x in (F.lit(name), F.lit(p))])
+    w = Window.partitionBy("user_id").orderBy(
+        priority[F.col("candidate_source")], F.col("source_score").desc(), F.col("item_id")
+    )
+    return candidates.withColumn("score", 1.0 / F.row_number().over(w))
+
+
+def top_k(scored: DataFrame, k: int, max_per_category: int, key: str = "item_id") -> DataFrame:
+    """Rank 1..k per user by score desc, ties by ``key``; optionally at most N per category."""
+    if max_per_category > 0:
+        per_cat = Window.partitionBy("user_id", "category_id").orderBy(F.col("score").desc(), F.col(key))
+        scored = scored.withColumn("_c", F.row_number().over(per_cat)).where(F.col("_c") <= max_per_category)
+    w = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col(key))
+    return scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= k)
+
+
+def recommendation_candidates(spark: SparkSession, cfg: Config, date: dt.date, users, items_f, items):
+    from recs.features import rollup_window
+    from recs.score import candidates as C
+    from recs.tables import read_range
+
+    s = cfg.score
+    ui = rollup_window(spark, cfg, "user_item_daily", date)
+    popular = C.popularity(items_f)
+    events = read_range(spark, cfg, "events", date - dt.timedelta(days=s.covisit_days - 1), date)
+    neighbours = C.covisitation(events, s.covisit_max_items_per_session, s.covisit_neighbours)
+    sources = [
+        C.recent_candidates(ui, date, s.recent_days, s.recent_cap),
+        C.covisit_candidates(users, neighbours, s.recent_cap * 3),
+        C.category_popular_candidates(users, popular, s.category_popular_cap),
+        C.global_popular_candidates(users, popular, max(s.global_popular_cap, s.k)),
+    ]
+    return C.merge_and_filter(sources, C.bought_items(ui, date, s.bought_window_days), items)
+
+
+def ad_rows(spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, ads: DataFrame) -> DataFrame:
+    from recs.score.ads import eligible_pairs, frequency_capped, live_ads
+    from recs.tables import read_range
+
+    events = read_range(spark, cfg, "events", date - dt.timedelta(days=6), date)
+    capped = frequency_capped(events, date, cfg.score.frequency_cap)
+    return eligible_pairs(users, live_ads(ads, date), capped)
+
+
+def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
+    from recs.ledger import record_step
+    from recs.tables import read_date, replace_partition, table_path
+
+    s = cfg.score
+    with record_step(spark, cfg, "score", date) as step:
+        users = read_date(spark, cfg, "user_features", date)
+        items_f = read_date(spark, cfg, "item_features", date)
+        items = read_date(spark, cfg, "items", date)
+        ads = read_date(spark, cfg, "ads", date)
+        model = load_promoted(spark, cfg)
+        version = model.version if model else NO_MODEL
+        step.details["model_version"] = version
+        if model is None:
+            log.warning("score %s: no promoted model; ranking by candidate sources", date)
+
+        candidates = recommendation_candidates(spark, cfg, date, users, items_f, items)
+        candidates.persist(StorageLevel.MEMORY_AND_DISK)
+        step.counts["candidate_pairs"] = candidates.count()
+        if model is not None:
+            rows = candidates.withColumn("is_ad", F.lit(False)).withColumn(
+                "ad_id", F.lit(None).cast("string")
+            )
+            keep = ["user_id", "item_id", "candidate_source", "category_id", "is_ad"]
+            scored = model_scores(spark, cfg, rows, users, items_f, model, date, None, keep)
+        else:
+            scored = fallback_scores(candidates)
+        recs = top_k(scored, s.k, s.max_per_category).select(
+            "user_id",
+            "rank",
+            "item_id",
+            "score",
+            "candidate_source",
+            F.lit(version).alias("model_version"),
+            F.lit(date).alias("rec_date"),
+        )
+        replace_partition(recs, cfg, "recommendations", date)
+        candidates.unpersist()
+
+        pairs = ad_rows(spark, cfg, date, users, ads)
+        if model is not None:
+            rows = pairs.withColumn("is_ad", F.lit(True))
+            keep = ["user_id", "ad_id", "campaign_id", "item_id", "bid", "is_ad"]
+            ad_scored = model_scores(spark, cfg, rows, users, items_f, model, date, ads, keep)
+        else:
+            ctr = items_f.select("item_id", F.col("ctr_28d").alias("score"))
+            ad_scored = pairs.join(ctr, "item_id", "left").fillna({"score": 0.0})
+        ranked = top_k(
+            ad_scored.withColumn("pctr", F.col("score")).withColumn("score", F.col("pctr") * F.col("bid")),
+            s.ads_per_user,
+            0,
+            key="ad_id",
+        )
+        ad_out = ranked.select(
+            "user_id",
+            "rank",
+            "ad_id",
+            "campaign_id",
+            "item_id",
+            "pctr",
+            "bid",
+            F.col("score").alias("ecpm"),
+            F.lit(version).alias("model_version"),
+            F.lit(date).alias("rec_date"),
+        )
+        replace_partition(ad_out, cfg, "ad_candidates", date)
+
+        written = (
+            spark.read.format("delta")
+            .load(table_path(cfg, "recommendations"))
+            .where(F.col("rec_date") == F.lit(date))
+        )
+        per_user = written.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"))
+        stats = per_user.agg(
+            F.count(F.lit(1)).alias("users"),
+            F.count_if(F.col("n") < s.k).alias("short"),
+            F.sum("n").alias("rows"),
+        ).first()
+        step.counts.update(
+            {
+                "users_scored": stats.users,
+                "users_with_fewer_than_k": stats.short,
+                "recommendation_rows": stats.rows or 0,
+                "ad_candidate_rows": spark.read.format("delta")
+                .load(table_path(cfg, "ad_candidates"))
+                .where(F.col("rec_date") == F.lit(date))
+                .count(),
+            }
+        )
+        return dict(step.counts)
