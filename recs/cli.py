@@ -133,6 +133,212 @@ def features_cmd(cfg: Config, date: dt.date) -> None:
     click.echo(", ".join(f"{k}={v}" for k, v in counts.items()))
 
 
+@cli.command("train")
+@click.option("--date", "date", type=DATE, required=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Overrides [train] device.")
+@click.pass_obj
+@friendly_errors
+def train_cmd(cfg: Config, date: dt.date, device: str | None) -> None:
+    """Fit a DLRM on the label days ending DATE (the last is validation); gate and register it."""
+    from recs import train
+    from recs.config import replace_section
+
+    if device:
+        cfg = replace_section(cfg, "train", device=device)
+    outcome = train.run(spark_for(cfg), cfg, date)
+    click.echo(f"model {outcome.model_version}: {outcome.status} ({outcome.reason})")
+
+
+@cli.command("score")
+@click.option("--date", "date", type=DATE, required=True)
+@click.pass_obj
+@friendly_errors
+def score_cmd(cfg: Config, date: dt.date) -> None:
+    """Write top-k recommendations and ad candidates for rec_date DATE."""
+    from recs import score
+
+    counts = score.run(spark_for(cfg), cfg, date)
+    click.echo(", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@cli.command("evaluate")
+@click.option("--date", "date", type=DATE, required=True)
+@click.pass_obj
+@friendly_errors
+def evaluate_cmd(cfg: Config, date: dt.date) -> None:
+    """Judge DATE-1's recommendations against DATE's behaviour; write eval_metrics."""
+    from recs import evaluate
+
+    evaluate.run(spark_for(cfg), cfg, date)
+    print_eval(cfg, date)
+
+
+def print_eval(cfg: Config, date: dt.date) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from recs.tables import read_range
+
+    rows = read_range(spark_for(cfg), cfg, "eval_metrics", date, date).orderBy("metric", "k").collect()
+    table = Table(title=f"evaluation {date} (recommendations of {date - dt.timedelta(days=1)})")
+    for col in ("metric", "k", "model", "popularity"):
+        table.add_column(col)
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    for r in rows:
+        table.add_row(r.metric, "" if r.k is None else str(r.k), fmt(r.value), fmt(r.baseline_value))
+    Console().print(table)
+
+
+STEP_CHOICE = click.Choice(["ingest", "features", "train", "score", "evaluate"])
+
+
+@cli.command("nightly")
+@click.option("--date", "date", type=DATE, required=True)
+@click.option("--force", is_flag=True, help="Redo steps already recorded as succeeded.")
+@click.option("--train", "force_train", is_flag=True, help="Train even if the schedule says not today.")
+@click.option("--steps", multiple=True, type=STEP_CHOICE, help="Run only these steps (repeatable).")
+@click.pass_obj
+@friendly_errors
+def nightly_cmd(cfg: Config, date: dt.date, force: bool, force_train: bool, steps: tuple[str, ...]) -> None:
+    """ingest -> features -> train (when due) -> score -> evaluate for DATE, resuming after a failure."""
+    from recs.pipeline import STEPS, nightly
+
+    report = nightly(spark_for(cfg), cfg, date, steps=steps or STEPS, force=force, force_train=force_train)
+    echo_report(report)
+    if not report.ok:
+        raise click.ClickException(f"{report.failed} failed for {date}: {report.error}")
+
+
+def echo_report(report) -> None:
+    parts = [f"{s} {report.seconds.get(s, 0):.0f}s" for s in report.ran]
+    parts += [f"{s} skipped ({why})" for s, why in report.skipped.items()]
+    if report.failed:
+        parts.append(f"{report.failed} FAILED")
+    click.echo(f"{report.date}: " + ", ".join(parts))
+
+
+@cli.command("backfill")
+@click.option("--start", type=DATE, required=True)
+@click.option("--end", type=DATE, required=True)
+@click.option("--steps", multiple=True, type=STEP_CHOICE, help="Run only these steps (repeatable).")
+@click.option("--force", is_flag=True, help="Redo steps already recorded as succeeded.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and exit.")
+@click.pass_obj
+@friendly_errors
+def backfill_cmd(
+    cfg: Config, start: dt.date, end: dt.date, steps: tuple[str, ...], force: bool, dry_run: bool
+) -> None:
+    """Run nights START..END in order with the nightly skip/resume rules."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from recs.pipeline import STEPS, backfill, date_range, plan_night
+
+    spark = spark_for(cfg)
+    days = date_range(start, end)
+    wanted = steps or STEPS
+    if dry_run:
+        for day in days:
+            todo = plan_night(spark, cfg, day, wanted, force)
+            click.echo(f"{day}: {' -> '.join(todo) if todo else 'nothing to do'}")
+        return
+    columns = (
+        TextColumn("backfill"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("days"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns) as progress:
+        task = progress.add_task("days", total=len(days))
+
+        def on_day(report) -> None:
+            progress.advance(task)
+            progress.console.print(
+                f"{report.date}: ran {', '.join(report.ran) or 'nothing'}"
+                + (f"; FAILED at {report.failed}: {report.error}" if report.failed else "")
+            )
+
+        reports = backfill(spark, cfg, start, end, steps=wanted, force=force, on_day=on_day)
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        raise click.ClickException(
+            f"stopped at {failed[0].date} ({failed[0].failed}); rerun the same command to resume"
+        )
+
+
+@cli.command("status")
+@click.option("--limit", default=30, show_default=True, help="Most recent (step, date) rows to show.")
+@click.pass_obj
+@friendly_errors
+def status_cmd(cfg: Config, limit: int) -> None:
+    """Recent runs per step and date, and the promoted model."""
+    from pyspark.sql import functions as F
+    from rich.console import Console
+    from rich.table import Table
+
+    from recs.ledger import latest_runs
+    from recs.train.registry import promoted_model
+
+    spark = spark_for(cfg)
+    console = Console()
+    latest = latest_runs(spark, cfg)
+    if latest is None:
+        console.print(f"no runs recorded under {cfg.lakehouse}")
+        return
+    rows = latest.orderBy(F.col("run_date").desc(), F.col("finished_at").desc()).limit(limit).collect()
+    table = Table(title=f"pipeline runs ({cfg.lakehouse})")
+    for col in ("date", "step", "status", "duration", "rows", "error"):
+        table.add_column(col)
+    for r in sorted(rows, key=lambda r: (r.run_date, r.started_at)):
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(r.row_counts.items())[:4])
+        table.add_row(str(r.run_date), r.step, r.status, f"{r.duration_s:.0f}s", counts, (r.error or "")[:60])
+    console.print(table)
+    model = promoted_model(spark, cfg)
+    if model is None:
+        console.print("promoted model: none yet")
+    else:
+        console.print(
+            f"promoted model: {model.model_version} (AUC {model.metrics.get('auc', float('nan')):.4f}, "
+            f"trained {model.trained_at:%Y-%m-%d %H:%M}, data {model.train_start}..{model.train_end})"
+        )
+
+
+@cli.command("report")
+@click.option("--out", type=click.Path(dir_okay=False), default="recs-report.png", show_default=True)
+@click.pass_obj
+@friendly_errors
+def report_cmd(cfg: Config, out: str) -> None:
+    """Render eval_metrics over time (model vs popularity) as a PNG chart."""
+    from recs.report import render
+
+    path = render(spark_for(cfg), cfg, Path(out))
+    click.echo(f"wrote {path}")
+
+
+@cli.command("demo")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="demo",
+    show_default=True,
+    help="Directory for the demo's raw data and lakehouse.",
+)
+@click.option("--users", default=1500, show_default=True)
+@click.option("--items", default=400, show_default=True)
+@click.option("--days", default=6, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+@click.pass_obj
+@friendly_errors
+def demo_cmd(cfg: Config, out: str, users: int, items: int, days: int, seed: int) -> None:
+    """Generate sample data, run the whole pipeline for its last days and print a summary."""
+    from recs.demo import run_demo
+
+    run_demo(cfg, Path(out), users=users, items=items, days=days, seed=seed)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

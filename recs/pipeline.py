@@ -1,0 +1,149 @@
+"""Orchestration: one night (``nightly``) and a range of nights (``backfill``).
+
+The run ledger decides what to do: a step already recorded as succeeded for a date is
+skipped unless forced, so a night that failed half-way resumes at the failed step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+
+from recs.config import Config
+
+log = logging.getLogger("recs")
+
+STEPS = ("ingest", "features", "train", "score", "evaluate")
+
+
+class StepSkipped(Exception):
+    """Raised by a step that has nothing to do for a date (e.g. not enough history to train)."""
+
+
+def step_function(step: str) -> Callable[[SparkSession, Config, dt.date], object]:
+    if step == "ingest":
+        from recs.ingest import run
+    elif step == "features":
+        from recs.features import run
+    elif step == "train":
+        from recs.train import run
+    elif step == "score":
+        from recs.score import run
+    elif step == "evaluate":
+        from recs.evaluate import run
+    else:
+        raise ValueError(f"unknown step {step!r}; steps are {', '.join(STEPS)}")
+    return run
+
+
+def train_due(cfg: Config, date: dt.date, has_promoted_model: bool) -> bool:
+    """daily: every night; weekly: Mondays (or whenever nothing is promoted yet); never: only forced."""
+    schedule = cfg.train.schedule
+    if schedule == "daily":
+        return True
+    if schedule == "weekly":
+        return date.weekday() == 0 or not has_promoted_model
+    return False
+
+
+@dataclass
+class NightReport:
+    date: dt.date
+    ran: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    failed: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None
+
+
+def plan_night(
+    spark: SparkSession, cfg: Config, date: dt.date, steps: Iterable[str] = STEPS, force: bool = False
+) -> list[str]:
+    """The steps a night would run, in order (already-succeeded ones left out unless forced)."""
+    from recs.ledger import succeeded_steps
+
+    done = set() if force else succeeded_steps(spark, cfg, date)
+    return [s for s in STEPS if s in set(steps) and s not in done]
+
+
+def nightly(
+    spark: SparkSession,
+    cfg: Config,
+    date: dt.date,
+    *,
+    steps: Iterable[str] = STEPS,
+    force: bool = False,
+    force_train: bool = False,
+) -> NightReport:
+    """Run the night's steps in order; stop at the first failure (the report says which)."""
+    from recs.train.registry import promoted_model
+
+    wanted = list(steps)
+    unknown = sorted(set(wanted) - set(STEPS))
+    if unknown:
+        raise ValueError(f"unknown steps {unknown}; steps are {', '.join(STEPS)}")
+    report = NightReport(date)
+    todo = plan_night(spark, cfg, date, wanted, force)
+    for step in STEPS:
+        if step in wanted and step not in todo:
+            report.skipped[step] = "already succeeded"
+    for step in todo:
+        if (
+            step == "train"
+            and not force_train
+            and not train_due(cfg, date, promoted_model(spark, cfg) is not None)
+        ):
+            report.skipped[step] = f"not due (schedule={cfg.train.schedule})"
+            log.info("nightly %s: train not due (schedule=%s)", date, cfg.train.schedule)
+            continue
+        started = time.perf_counter()
+        try:
+            step_function(step)(spark, cfg, date)
+        except StepSkipped as exc:
+            report.skipped[step] = str(exc)
+            log.warning("nightly %s: %s skipped: %s", date, step, exc)
+        except Exception as exc:
+            report.failed, report.error = step, f"{type(exc).__name__}: {exc}"
+            log.error("nightly %s: %s failed: %s; the next run resumes here", date, step, report.error)
+            return report
+        else:
+            report.ran.append(step)
+        report.seconds[step] = time.perf_counter() - started
+    return report
+
+
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+    if end < start:
+        raise ValueError(f"backfill end {end} is before start {start}")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def backfill(
+    spark: SparkSession,
+    cfg: Config,
+    start: dt.date,
+    end: dt.date,
+    *,
+    steps: Iterable[str] = STEPS,
+    force: bool = False,
+    on_day: Callable[[NightReport], None] | None = None,
+) -> list[NightReport]:
+    """Nights ``start..end`` in date order (later days build on earlier rollups); stops at a failure."""
+    reports = []
+    for day in date_range(start, end):
+        report = nightly(spark, cfg, day, steps=steps, force=force)
+        reports.append(report)
+        if on_day:
+            on_day(report)
+        if not report.ok:
+            break
+    return reports
