@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# Run one recs step (or the whole night) on a cluster with spark-submit.
+#
+# It ships the Python environment (a packed venv/conda env with `recs` installed), adds
+# Delta Lake, loads deploy/spark-defaults.conf and passes the job arguments through.
+# Run `deploy/spark-submit.sh --help` for the variables it reads.
+#
+# Wrapper settings deliberately do NOT use the RECS_ prefix: every RECS_* variable in the
+# driver's environment is parsed as a config override (recs/config.py), and an unknown key
+# there fails the job at start-up.
+set -euo pipefail
+
+readonly DELTA_PACKAGE="io.delta:delta-spark_4.2_2.13:4.4.0"
+readonly STEPS="nightly ingest features train score evaluate"
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+
+usage() {
+  cat <<EOF
+usage: deploy/spark-submit.sh STEP --date YYYY-MM-DD [--config FILE] [--lakehouse URI] [--raw URI] [--force]
+
+STEP is one of: $STEPS  (runs jobs/STEP.py; --force is for nightly only)
+
+example:
+  deploy/spark-submit.sh nightly --date 2026-01-14 \\
+      --lakehouse s3://example-bucket/recs --raw s3a://example-bucket/raw
+
+environment:
+  SPARK_MASTER            master URL (default: yarn; e.g. k8s://https://HOST:443, local[4])
+  DEPLOY_MODE             client | cluster (default: client). In client mode the driver, and
+                          so model training, runs on this machine.
+  DRY_RUN=1               print the spark-submit command instead of running it (never packs)
+  SPARK_SUBMIT            spark-submit to use (default: \$SPARK_HOME/bin/spark-submit, else PATH)
+  DEPLOY_VENV             environment to ship (default: \$VIRTUAL_ENV, \$CONDA_PREFIX, or ./.venv);
+                          it must have recs installed non-editable: pip install .
+  DEPLOY_SHIP_ENV         1: pack and ship DEPLOY_VENV with --archives; 0: the nodes already have
+                          the environment (container image). Default: 0 for k8s:// and local
+                          masters, 1 otherwise.
+  DEPLOY_ENV_ARCHIVE      use this prebuilt env archive (local path or hdfs:// / s3a:// URI)
+                          instead of packing one
+  DEPLOY_ENV_CACHE        where packed archives are cached (default: ~/.cache/recs-deploy)
+  DEPLOY_PYTHON           with DEPLOY_SHIP_ENV=0: the Python on the nodes (default: Spark's choice)
+  DEPLOY_PROPERTIES_FILE  properties file (default: deploy/spark-defaults.conf); the cluster's
+                          own conf/spark-defaults.conf is still loaded underneath it
+  DEPLOY_EXTRA_PACKAGES   extra Maven coordinates, comma-separated (e.g. hadoop-aws)
+  DEPLOY_SUBMIT_ARGS      extra spark-submit options, split on whitespace
+                          (e.g. "--conf spark.executor.instances=8 --queue recs")
+
+In cluster mode, RECS_* config overrides set here are forwarded to the driver, and a
+--config FILE is shipped with --files.
+EOF
+}
+
+die() { echo "spark-submit.sh: $*" >&2; exit 2; }
+note() { echo "spark-submit.sh: $*" >&2; }
+
+[[ $# -ge 1 ]] || { usage >&2; exit 2; }
+case "$1" in -h | --help | help) usage; exit 0 ;; esac
+
+step=$1
+shift
+[[ " $STEPS " == *" $step "* ]] || die "unknown step '$step' (steps: $STEPS)"
+job="$ROOT/jobs/$step.py"
+[[ -f $job ]] || die "$job not found"
+[[ -f $ROOT/jobs/_entry.py ]] || die "$ROOT/jobs/_entry.py not found"
+
+master=${SPARK_MASTER:-yarn}
+mode=${DEPLOY_MODE:-client}
+[[ $mode == client || $mode == cluster ]] || die "DEPLOY_MODE must be client or cluster, not '$mode'"
+dry_run=${DRY_RUN:-0}
+props=${DEPLOY_PROPERTIES_FILE:-$HERE/spark-defaults.conf}
+[[ -f $props ]] || die "properties file $props not found"
+
+if [[ -n ${SPARK_SUBMIT:-} ]]; then
+  submit=$SPARK_SUBMIT
+elif [[ -n ${SPARK_HOME:-} ]]; then
+  submit=$SPARK_HOME/bin/spark-submit
+else
+  submit=spark-submit
+fi
+
+case "$master" in
+  k8s://* | local*) ship=${DEPLOY_SHIP_ENV:-0} ;;
+  *) ship=${DEPLOY_SHIP_ENV:-1} ;;
+esac
+venv=${DEPLOY_VENV:-${VIRTUAL_ENV:-${CONDA_PREFIX:-$ROOT/.venv}}}
+venv_python=$venv/bin/python
+
+# --- the job's own arguments: find the date (for the app name) and ship --config in cluster mode
+job_args=()
+files=()
+run_date=""
+while [[ $# -gt 0 ]]; do
+  arg=$1
+  shift
+  case "$arg" in
+    --date) run_date=${1:-}; job_args+=("$arg" "${1:-}"); shift || true ;;
+    --date=*) run_date=${arg#--date=}; job_args+=("$arg") ;;
+    --config | --config=*)
+      if [[ $arg == --config ]]; then cfg_file=${1:-}; shift || true; else cfg_file=${arg#--config=}; fi
+      if [[ $mode == cluster ]]; then
+        # The driver runs on a cluster node: ship the file next to it and refer to it by name.
+        files+=("$cfg_file")
+        job_args+=(--config "$(basename "$cfg_file")")
+      else
+        job_args+=(--config "$cfg_file")
+      fi
+      ;;
+    *) job_args+=("$arg") ;;
+  esac
+done
+[[ -n $run_date ]] || die "--date YYYY-MM-DD is required (every run names its date explicitly)"
+
+# --- the Python environment ----------------------------------------------------------------
+# Cache key: pyproject.toml + the installed recs version + its RECORD (file hashes of the
+# installed package), so a code change reinstalled without a version bump still repacks.
+# -I: look only inside the venv (not at a recs checkout in the current directory).
+env_key() {
+  "$venv_python" -I - "$ROOT/pyproject.toml" <<'PY'
+import hashlib, sys
+from importlib import metadata
+
+dist = metadata.distribution("recs")
+digest = hashlib.sha256(open(sys.argv[1], "rb").read())
+digest.update(dist.version.encode())
+digest.update((dist.read_text("RECORD") or "").encode())
+print(f"{dist.version}-{digest.hexdigest()[:16]}")
+PY
+}
+
+installed_editable() {
+  "$venv_python" -I - <<'PY'
+import json, sys
+from importlib import metadata
+
+url = metadata.distribution("recs").read_text("direct_url.json")
+sys.exit(0 if url and json.loads(url).get("dir_info", {}).get("editable") else 1)
+PY
+}
+
+pack_env() { # pack_env OUTPUT
+  local out=$1 tool
+  if installed_editable; then
+    die "recs is installed editable in $venv; packed envs cannot carry that. Run: $venv_python -m pip install $ROOT"
+  fi
+  if [[ -d $venv/conda-meta ]]; then
+    tool=$(command -v conda-pack || true)
+    [[ -n $tool ]] || die "$venv is a conda env but conda-pack is not installed (conda install conda-pack)"
+  else
+    # A packed venv holds only its own site-packages (and links to, not copies of, the base
+    # interpreter: every node needs that Python at the same path; conda-pack ships one).
+    if grep -qiE '^include-system-site-packages *= *true' "$venv/pyvenv.cfg" 2>/dev/null; then
+      die "$venv uses --system-site-packages; executors would miss those packages. Recreate it without."
+    fi
+    if [[ -x $venv/bin/venv-pack ]]; then tool=$venv/bin/venv-pack; else tool=$(command -v venv-pack || true); fi
+    [[ -n $tool ]] || die "venv-pack is not installed. Either: $venv_python -m pip install venv-pack;
+  or build an archive yourself and set DEPLOY_ENV_ARCHIVE; or, when every node already has the
+  environment (e.g. the container image), set DEPLOY_SHIP_ENV=0."
+  fi
+  mkdir -p "$(dirname "$out")"
+  partial="$(dirname "$out")/.partial-$$-$(basename "$out")"  # venv-pack wants a .tar.gz name
+  trap 'rm -f "$partial"' EXIT
+  note "packing $venv into $out (once per recs build) with $(basename "$tool")"
+  "$tool" -p "$venv" -o "$partial" >&2
+  mv -f "$partial" "$out"
+  trap - EXIT
+}
+
+conf=()
+submit_env=()
+if [[ $ship == 1 ]]; then
+  if [[ -n ${DEPLOY_ENV_ARCHIVE:-} ]]; then
+    archive=$DEPLOY_ENV_ARCHIVE
+    [[ $archive == *://* || -f $archive ]] || die "DEPLOY_ENV_ARCHIVE=$archive does not exist"
+  elif [[ -x $venv_python ]]; then
+    cache=${DEPLOY_ENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/recs-deploy}
+    if ! key=$(env_key 2>/dev/null); then
+      [[ $dry_run == 1 ]] || die "recs is not installed in $venv (run: $venv_python -m pip install $ROOT)"
+      note "dry run: recs is not installed in $venv; showing a placeholder archive"
+      key="<not-installed>"
+    fi
+    archive=$cache/recs-env-$key.tar.gz
+    if [[ ! -f $archive ]]; then
+      if [[ $dry_run == 1 ]]; then
+        note "dry run: $archive is not packed yet; a real run packs it first"
+      else
+        if command -v flock >/dev/null; then
+          # Two launches at once (e.g. a backfill and a manual run) must not both pack.
+          mkdir -p "$cache"
+          exec 9>"$archive.lock"
+          flock 9
+        fi
+        [[ -f $archive ]] || pack_env "$archive"
+        exec 9>&- # release the lock now, not when spark-submit ends
+      fi
+    fi
+  elif [[ $dry_run == 1 ]]; then
+    note "dry run: no environment at $venv (set DEPLOY_VENV); showing a placeholder archive"
+    archive="<packed-env-of-$venv>.tar.gz"
+  else
+    die "no Python environment at $venv: create one (python -m venv .venv && .venv/bin/pip install . venv-pack) or set DEPLOY_VENV / DEPLOY_ENV_ARCHIVE"
+  fi
+  # Executors (and a cluster-mode driver) run the unpacked archive's interpreter.
+  conf+=(--archives "$archive#environment" --conf spark.pyspark.python=./environment/bin/python)
+  if [[ $mode == client ]]; then
+    if [[ ! -x $venv_python && $dry_run != 1 ]]; then
+      die "client mode runs the driver here, from the shipped environment: set DEPLOY_VENV to it"
+    fi
+    # The driver runs here, from the environment that was packed, not from the archive.
+    # The conf wins over spark.pyspark.python for the driver; the env var is for tools that read it.
+    conf+=(--conf "spark.pyspark.driver.python=$venv_python")
+    submit_env+=("PYSPARK_DRIVER_PYTHON=$venv_python")
+  else
+    conf+=(--conf spark.pyspark.driver.python=./environment/bin/python)
+    if [[ $master == yarn* ]]; then
+      conf+=(--conf spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python)
+    fi
+    submit_env+=(-u PYSPARK_DRIVER_PYTHON)
+  fi
+elif [[ -n ${DEPLOY_PYTHON:-} ]]; then
+  conf+=(--conf "spark.pyspark.python=$DEPLOY_PYTHON" --conf "spark.pyspark.driver.python=$DEPLOY_PYTHON")
+fi
+
+# --- config overrides for a driver that does not run here -----------------------------------
+if [[ $mode == cluster ]]; then
+  while IFS='=' read -r name value; do
+    [[ $name == RECS_CONFIG ]] && { note "RECS_CONFIG is not forwarded in cluster mode; pass --config FILE"; continue; }
+    case "$master" in
+      yarn*) conf+=(--conf "spark.yarn.appMasterEnv.$name=$value") ;;
+      k8s://*) conf+=(--conf "spark.kubernetes.driverEnv.$name=$value") ;;
+      *) note "$name is not forwarded to a cluster-mode driver on $master" ;;
+    esac
+  done < <(env | grep -E '^RECS_[A-Z0-9_]+=' || true)
+fi
+
+packages=$DELTA_PACKAGE${DEPLOY_EXTRA_PACKAGES:+,$DEPLOY_EXTRA_PACKAGES}
+extra=()
+if [[ -n ${DEPLOY_SUBMIT_ARGS:-} ]]; then
+  # -d '': read the whole value, so options may span several lines.
+  read -r -d '' -a extra <<<"$DEPLOY_SUBMIT_ARGS" || true
+fi
+if [[ ${#files[@]} -gt 0 ]]; then
+  extra+=(--files "$(IFS=,; echo "${files[*]}")")
+fi
+
+cmd=(
+  env "${submit_env[@]}" "$submit"
+  --master "$master"
+  --deploy-mode "$mode"
+  --name "recs-$step-$run_date"
+  --properties-file "$props"
+  --load-spark-defaults
+  --packages "$packages"
+  --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
+  --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
+  "${conf[@]}"
+  --py-files "$ROOT/jobs/_entry.py"
+  "${extra[@]}"
+  "$job"
+  "${job_args[@]}"
+)
+
+if [[ $dry_run == 1 ]]; then
+  printf '%q ' "${cmd[@]}"
+  echo
+  exit 0
+fi
+exec "${cmd[@]}"
