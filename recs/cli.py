@@ -56,9 +56,13 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from recs.errors import KNOWN_ERRORS
+        from recs.ledger import StepSkipped
 
         try:
             return fn(*args, **kwargs)
+        except StepSkipped as exc:
+            click.echo(f"skipped: {exc}")
+            return None
         except KNOWN_ERRORS as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 

@@ -3,10 +3,14 @@
 from recs.config import ConfigError
 from recs.ingest import CountMismatchError, MissingInputError
 from recs.tables import MissingTableError
+from recs.train import TrainingDataError
+from recs.train.artifacts import ArtifactError
 
 KNOWN_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
     MissingInputError,
     MissingTableError,
     CountMismatchError,
+    TrainingDataError,
+    ArtifactError,
 )

@@ -27,6 +27,17 @@ from recs.tables import append_rows, read_table, table_exists, table_path
 log = logging.getLogger("recs")
 
 
+class StepSkipped(Exception):
+    """Raised by a step that has nothing to do for a date (e.g. not enough history to train).
+
+    The ledger records it as ``skipped``, which counts as done: the same date and data would
+    skip again, and ``--force`` redoes it.
+    """
+
+
+DONE_STATUSES = ("succeeded", "skipped")
+
+
 @dataclass
 class StepRun:
     """Filled in by a step while it runs; written to ``pipeline_runs`` when it ends."""
@@ -50,14 +61,17 @@ def record_step(spark: SparkSession, cfg: Config, step: str, date: dt.date) -> I
     t0 = time.perf_counter()
     log.info("%s %s: started (run %s)", step, date, run.run_id)
     error: str | None = None
+    status = "succeeded"
     try:
         yield run
+    except StepSkipped as exc:
+        status, error = "skipped", str(exc)
+        raise
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
         elapsed = time.perf_counter() - t0
-        status = "failed" if error else "succeeded"
         row = {
             "run_id": run.run_id,
             "step": step,
@@ -92,8 +106,10 @@ def latest_runs(spark: SparkSession, cfg: Config):
 
 
 def succeeded_steps(spark: SparkSession, cfg: Config, date: dt.date) -> set[str]:
+    """Steps whose latest run for ``date`` succeeded (or was skipped: nothing to do)."""
     latest = latest_runs(spark, cfg)
     if latest is None:
         return set()
-    rows = latest.where((F.col("run_date") == F.lit(date)) & (F.col("status") == "succeeded")).select("step")
+    done = (F.col("run_date") == F.lit(date)) & F.col("status").isin(*DONE_STATUSES)
+    rows = latest.where(done).select("step")
     return {r.step for r in rows.collect()}

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 
 from recs.config import Config
+from recs.ledger import StepSkipped
 
 log = logging.getLogger("recs")
 
+__all__ = ["STEPS", "StepSkipped", "backfill", "nightly", "plan_night"]
+
 STEPS = ("ingest", "features", "train", "score", "evaluate")
-
-
-class StepSkipped(Exception):
-    """Raised by a step that has nothing to do for a date (e.g. not enough history to train)."""
 
 
 def step_function(step: str) -> Callable[[SparkSession, Config, dt.date], object]:

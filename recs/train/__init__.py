@@ -50,7 +50,7 @@ def examples_path(cfg: Config) -> str:
 
 def training_window(spark: SparkSession, cfg: Config, date: dt.date, spec_hash: str) -> TrainWindow:
     """Label days with examples in the window; refuses examples built with another feature spec."""
-    from recs.pipeline import StepSkipped
+    from recs.ledger import StepSkipped
     from recs.tables import read_range
 
     start = date - dt.timedelta(days=cfg.train.window_days - 1)

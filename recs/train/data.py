@@ -130,8 +130,6 @@ def list_matrix(column: pa.Array, width: int, dtype: np.dtype, name: str) -> np.
     return flat.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(len(column), width)
 
 
-
-
 def _vector(table: pa.RecordBatch, name: str, dtype: np.dtype, default: float | None) -> np.ndarray:
     """A scalar column as numpy; ``default`` fills a missing column (weight, is_ad)."""
     if name not in table.schema.names:
