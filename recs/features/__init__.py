@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -88,6 +89,7 @@ def write_rollups(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, 
 
     items = read_date(spark, cfg, "items", date)
     events = R.with_item_of_ads(read_date(spark, cfg, "events", date), read_date(spark, cfg, "ads", date))
+    events.persist(StorageLevel.MEMORY_AND_DISK)  # one day, read by all four rollups
     frames = {
         "user_daily": R.user_daily(events, date),
         "item_daily": R.item_daily(events, date),
@@ -98,6 +100,7 @@ def write_rollups(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, 
     for name, df in frames.items():
         replace_partition(df, cfg, name, date)
         counts[name] = last_commit_rows(spark, cfg, name)
+    events.unpersist()
     return counts
 
 
@@ -117,6 +120,7 @@ def training_examples(
         ads_as_of,
         items,
         per_positive=cfg.features.negatives_per_positive,
+        power=cfg.features.negative_sampling_power,
         seed=cfg.features.seed,
         date=date,
     )
@@ -144,12 +148,15 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         step.counts["item_features_rows"] = last_commit_rows(spark, cfg, "item_features")
 
         frame, examples = training_examples(spark, cfg, date, spec)
+        # Kept for the collision statistics below, which would otherwise rebuild the whole join.
+        frame.persist(StorageLevel.MEMORY_AND_DISK)
         replace_partition(examples, cfg, "training_examples", date)
         step.counts["training_examples_rows"] = last_commit_rows(spark, cfg, "training_examples")
         written = spark.read.format("delta").load(table_path(cfg, "training_examples"))
         by_source = written.where(F.col("label_date") == F.lit(date)).groupBy("source").count().collect()
         step.details["examples_by_source"] = {r.source: r["count"] for r in by_source}
         rates = collision_rates(frame, spec)
+        frame.unpersist()
         step.details["collision_rate"] = rates
         step.details["spec_hash"] = spec.spec_hash
         for name, rate in rates.items():
