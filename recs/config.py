@@ -41,6 +41,7 @@ class FeaturesConfig:
     top_categories: int
     ctr_prior_impressions: float
     negatives_per_positive: int
+    negative_sampling_power: float
     seed: int
 
 
@@ -60,6 +61,7 @@ class TrainConfig:
     seed: int
     auc_floor: float
     auc_tolerance: float
+    processes: int
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,11 @@ def load_config(
         data["raw"] = raw
     cfg = _build(Config, data, "")
     return dataclasses.replace(cfg, source=source)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild (and re-validate) a Config from ``dataclasses.asdict`` output, e.g. in a worker."""
+    return _build(Config, {k: v for k, v in data.items() if k != "source"}, "")
 
 
 def replace_section(cfg: Config, section: str, **values: Any) -> Config:

@@ -52,13 +52,14 @@ def impression_negatives(day_events: DataFrame, positives: DataFrame) -> DataFra
     )
 
 
-def popularity_slots(item_features: DataFrame, resolution: int) -> DataFrame:
-    """Each in-stock item owns a run of integer slots proportional to its 28-day popularity.
+def popularity_slots(item_features: DataFrame, resolution: int, power: float = 1.0) -> DataFrame:
+    """Each in-stock item owns a run of integer slots proportional to popularity ** ``power``.
 
     A uniform draw over ``[0, total_slots)`` then picks items popularity-weighted through an
     equi-join on the slot, which Spark does well (a range join it does not).
     """
-    weight = F.col("views_28d") + F.col("clicks_28d") + F.col("impressions_28d") / 10 + 1.0
+    popularity = F.col("views_28d") + F.col("clicks_28d") + F.col("impressions_28d") / 10 + 1.0
+    weight = F.pow(popularity, F.lit(float(power)))
     items = item_features.where("in_stock").select("item_id", weight.alias("w"))
     total = items.agg(F.sum("w").alias("_total"))
     sized = items.crossJoin(total).select(
@@ -151,12 +152,13 @@ def label_rows(
     per_positive: int,
     seed: int,
     date: dt.date,
+    power: float = 1.0,
     slot_resolution: int = 1 << 16,
 ) -> DataFrame:
     """All labelled (user, item[, ad]) rows of ``date`` with their context, before features."""
     positives = item_positives(day_events)
     touched = day_events.where(F.col("item_id").isNotNull()).select("user_id", "item_id").distinct()
-    slots = popularity_slots(item_features_as_of, slot_resolution)
+    slots = popularity_slots(item_features_as_of, slot_resolution, power)
     organic = (
         positives.unionByName(impression_negatives(day_events, positives))
         .unionByName(sample_negatives(positives, touched, slots, per_positive, seed, date))
