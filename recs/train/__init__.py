@@ -229,6 +229,21 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> TrainOutcome:
 
     spec = load_spec()
     with record_step(spark, cfg, "train", date) as step:
+        if cfg.train.processes > 1:
+            from recs.train.distributed import train_distributed
+
+            outcome, out = train_distributed(spark, cfg, date, cfg.train.processes)
+            step.details.update(
+                {
+                    "model_version": outcome.model_version,
+                    "status": outcome.status,
+                    "reason": outcome.reason,
+                    "auc": outcome.metrics.get("auc"),
+                    "processes": out["world"],
+                    "samples_per_s": out["samples_per_s"],
+                }
+            )
+            return outcome
         window = training_window(spark, cfg, date, spec.spec_hash)
         device = str(resolve_device(cfg.train.device))
         train_stream, val_stream = example_streams(cfg, window, spec, device)
