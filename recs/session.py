@@ -28,6 +28,16 @@ COMMON_CONF = {
 }
 
 
+def delta_package() -> str:
+    """Maven coordinates of the Delta JAR matching the installed delta-spark (for --packages)."""
+    from importlib.metadata import version
+
+    import pyspark
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}"
+
+
 def launched_by_spark_submit() -> bool:
     """spark-submit (and the pyspark shell) start the JVM first and hand Python its gateway."""
     return "PYSPARK_GATEWAY_PORT" in os.environ

@@ -51,3 +51,53 @@ def cfg(tmp_path, sample_root) -> Config:
     """A fresh, empty lakehouse over the shared sample raw data."""
     root, _ = sample_root
     return make_config(tmp_path / "lakehouse", root / "raw")
+
+
+COLD_USER = "cold-start-user"
+NIGHTS = 3  # the shared pipeline runs START .. START + NIGHTS - 1
+
+
+def pipeline_config(lakehouse: Path, raw: Path) -> Config:
+    """Small enough for the suite: a 3-day training window, two epochs, k = 20."""
+    cfg = make_config(lakehouse, raw)
+    cfg = replace_section(cfg, "train", window_days=3, epochs=2, auc_floor=0.55)
+    return replace_section(cfg, "score", k=20, ads_per_user=5)
+
+
+def add_cold_start_user(raw: Path, day: dt.date) -> None:
+    """A user whose only event is one impression: no history to personalise from."""
+    import json
+
+    event = {
+        "event_id": "cold-start-impression",
+        "event_time": f"{day}T12:00:00Z",
+        "user_id": COLD_USER,
+        "session_id": "cold-session",
+        "event_type": "impression",
+        "item_id": "i00000",
+        "surface": "home",
+        "position": 1,
+        "device": "mobile",
+        "country": "US",
+    }
+    (raw / "events" / f"dt={day}" / "part-cold.jsonl").write_text(json.dumps(event) + "\n")
+
+
+@pytest.fixture(scope="session")
+def pipeline(spark, tmp_path_factory):
+    """Three nights of the full pipeline on fresh sample data, shared by the pipeline tests.
+
+    Night 1 has nothing to train on (fallback ranking, evaluation skipped), night 2 trains
+    the first model, night 3 trains again against it and evaluates night 2's model.
+    """
+    from recs.pipeline import backfill
+    from recs.sample_data import generate
+
+    root = tmp_path_factory.mktemp("pipeline")
+    generate(root, users=300, items=120, days=NIGHTS, start=START, seed=5)
+    last = START + dt.timedelta(days=NIGHTS - 1)
+    add_cold_start_user(root / "raw", last)
+    cfg = pipeline_config(root / "lakehouse", root / "raw")
+    reports = backfill(spark, cfg, START, last)
+    assert [r.ok for r in reports] == [True] * NIGHTS, [(r.failed, r.error) for r in reports]
+    return cfg, reports

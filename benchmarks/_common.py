@@ -1,0 +1,46 @@
+"""Shared bits for the Spark benchmarks: a local session over a scratch lakehouse, timing."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Idle OpenMP threads must sleep, not spin, on a shared machine (torch is imported later).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def bench_config(root: Path, shuffle_partitions: int = 8):
+    from recs.config import load_config, replace_section
+
+    cfg = load_config(lakehouse=str(root / "lakehouse"), raw=str(root / "raw"), environ={})
+    return replace_section(cfg, "spark", shuffle_partitions=shuffle_partitions)
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = [timed(fn)[0] for _ in range(repeats)]
+    return statistics.median(times), times
+
+
+def quiet_logs() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("recs").setLevel(logging.WARNING)
+
+
+def machine() -> str:
+    import platform
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"

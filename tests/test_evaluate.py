@@ -1,0 +1,66 @@
+"""Offline evaluation metrics against a direct computation on a tiny hand-made case."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from recs.evaluate import coverage, ranking_metrics
+
+RECS = {"a": ["x", "y", "z"], "b": ["p", "q", "r"], "d": ["x", "p", "q"]}  # d did nothing on D
+RELEVANT = {"a": {"y", "w"}, "b": {"r"}, "c": {"x"}}  # c had no recommendations
+
+
+def direct(k: int) -> dict[str, float]:
+    """The textbook definitions, one user at a time."""
+    users = sorted(set(RECS) & set(RELEVANT))
+    recall, ndcg, hit, rr = [], [], [], []
+    for u in users:
+        ranked, rel = RECS[u], RELEVANT[u]
+        gains = [1.0 if item in rel else 0.0 for item in ranked]
+        recall.append(sum(gains[:k]) / len(rel))
+        dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains[:k]))
+        ideal = sum(1 / math.log2(i + 2) for i in range(min(len(rel), k)))
+        ndcg.append(dcg / ideal)
+        hit.append(1.0 if any(gains[:k]) else 0.0)
+        first = next((i + 1 for i, g in enumerate(gains) if g), None)
+        rr.append(1 / first if first else 0.0)
+    n = len(users)
+    return {"recall": sum(recall) / n, "ndcg": sum(ndcg) / n, "hit_rate": sum(hit) / n, "mrr": sum(rr) / n}
+
+
+def test_ranking_metrics_equal_the_textbook_definitions(spark):
+    recs = spark.createDataFrame(
+        [(u, item, rank) for u, items in RECS.items() for rank, item in enumerate(items, 1)],
+        "user_id string, item_id string, rank int",
+    )
+    relevant = spark.createDataFrame(
+        [(u, item) for u, items in RELEVANT.items() for item in items], "user_id string, item_id string"
+    )
+    got = ranking_metrics(recs, relevant, [2, 3])
+    assert got[("users_evaluated", None)] == 2
+    for k in (2, 3):
+        want = direct(k)
+        for metric in ("recall", "ndcg", "hit_rate"):
+            assert got[(metric, k)] == pytest.approx(want[metric]), (metric, k)
+        assert got[("mrr", None)] == pytest.approx(want["mrr"])
+    # Spelled out for k = 2: user a hits y at rank 2 of 2 relevant, user b misses.
+    assert got[("recall", 2)] == pytest.approx(0.25)
+    assert got[("ndcg", 2)] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)) / 2)
+    assert got[("mrr", None)] == pytest.approx((1 / 2 + 1 / 3) / 2)
+
+
+def test_coverage_counts_distinct_in_stock_items_in_anyones_top_k(spark):
+    recs = spark.createDataFrame(
+        [(u, item, rank) for u, items in RECS.items() for rank, item in enumerate(items, 1)],
+        "user_id string, item_id string, rank int",
+    )
+    catalog = spark.createDataFrame(
+        [(i, i != "gone") for i in ("x", "y", "z", "p", "q", "r", "w", "gone")],
+        "item_id string, in_stock boolean",
+    )
+    got = coverage(recs, catalog, [1, 2, 3])
+    assert got[("coverage", 1)] == pytest.approx(2 / 7)  # x, p
+    assert got[("coverage", 2)] == pytest.approx(4 / 7)  # x, y, p, q
+    assert got[("coverage", 3)] == pytest.approx(6 / 7)

@@ -1,0 +1,103 @@
+"""Feature job: point-in-time correctness, rollup windows vs raw events, negatives."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+from pathlib import Path
+
+from pyspark.sql import functions as F
+
+from recs import features
+from recs.features.rollups import COUNTED
+from recs.features.windows import WINDOWS
+from recs.tables import read_date, read_table, replace_partition
+from tests.conftest import NIGHTS, START
+
+LAST = START + dt.timedelta(days=NIGHTS - 1)
+KEYS = ["user_id", "item_id", "ad_id", "source"]
+
+
+def test_window_features_equal_a_direct_count_over_events(spark, pipeline):
+    cfg, _ = pipeline
+    stored = read_date(spark, cfg, "user_features", LAST)
+    users = [r.user_id for r in stored.orderBy(F.col("views_28d").desc(), "user_id").limit(5).collect()]
+    events = read_table(spark, cfg, "events").where(F.col("user_id").isin(users))
+    age = F.datediff(F.lit(LAST), F.col("event_date"))
+    direct = events.groupBy("user_id").agg(
+        *[
+            F.count_if((age >= 0) & (age < w) & F.col("event_type").isin(*types)).alias(f"{name}_{w}d")
+            for name, types in COUNTED.items()
+            for w in WINDOWS
+        ]
+    )
+    columns = [f"{name}_{w}d" for name in COUNTED for w in WINDOWS]
+    got = {r.user_id: r.asDict() for r in stored.where(F.col("user_id").isin(users)).collect()}
+    want = {r.user_id: r.asDict() for r in direct.collect()}
+    assert set(got) == set(want) == set(users)
+    for u in users:
+        assert {c: got[u][c] for c in columns} == {c: want[u][c] for c in columns}, u
+    assert sum(got[u]["views_28d"] for u in users) > sum(got[u]["views_1d"] for u in users) > 0
+
+
+def test_negatives_never_include_the_users_own_positives(spark, pipeline):
+    cfg, _ = pipeline
+    ex = read_table(spark, cfg, "training_examples")
+    positives = ex.where("source = 'positive'").select("user_id", "item_id", "label_date")
+    negatives = ex.where(F.col("source").isin("impression", "sampled"))
+    assert negatives.count() > 0 and positives.count() > 0
+    assert negatives.join(positives, ["user_id", "item_id", "label_date"]).count() == 0
+    labels = {(r.source, r.label) for r in ex.select("source", "label").distinct().collect()}
+    assert {("positive", 1.0), ("impression", 0.0), ("sampled", 0.0)} <= labels
+    assert {lab for s, lab in labels if s == "ad"} == {0.0, 1.0}
+    assert ex.where(F.col("label").isNull() | F.col("dense").isNull() | F.col("sparse").isNull()).count() == 0
+
+
+def test_events_on_the_label_day_change_no_feature_of_its_examples(spark, pipeline, tmp_path: Path):
+    """Copy the lakehouse, add a burst of activity for one user on day D, rebuild D's features.
+
+    The user's features *as of D* change (so the test can fail), but every example labelled D
+    that exists in both runs keeps exactly the same dense and sparse features.
+    """
+    cfg, _ = pipeline
+    copy = tmp_path / "lakehouse"
+    shutil.copytree(cfg.lakehouse, copy)
+    cfg2 = dataclasses.replace(cfg, lakehouse=str(copy))
+
+    before = read_date(spark, cfg2, "training_examples", LAST).cache()
+    user = before.where("source = 'positive'").orderBy("user_id").first().user_id
+    day_events = read_date(spark, cfg2, "events", LAST)
+    template = day_events.where(F.col("user_id") == user).limit(1)
+    touched = {r.item_id for r in day_events.where(F.col("user_id") == user).select("item_id").collect()}
+    fresh = [r.item_id for r in read_date(spark, cfg2, "items", LAST).orderBy("item_id").collect()]
+    fresh = [i for i in fresh if i not in touched][:5]
+    burst = None
+    for n, item in enumerate(fresh):
+        for kind in ("view", "click", "add_to_cart", "purchase"):
+            row = template.withColumns(
+                {
+                    "event_id": F.lit(f"leak-{n}-{kind}"),
+                    "event_type": F.lit(kind),
+                    "item_id": F.lit(item),
+                    "ad_id": F.lit(None).cast("string"),
+                }
+            )
+            burst = row if burst is None else burst.unionByName(row)
+    replace_partition(day_events.unionByName(burst).localCheckpoint(), cfg2, "events", LAST)
+
+    features.run(spark, cfg2, LAST)
+
+    after = read_date(spark, cfg2, "training_examples", LAST)
+    old_user = read_date(spark, cfg, "user_features", LAST).where(F.col("user_id") == user).first()
+    new_user = read_date(spark, cfg2, "user_features", LAST).where(F.col("user_id") == user).first()
+    assert new_user.purchases_1d == old_user.purchases_1d + len(fresh)
+
+    a = before.select(*KEYS, F.col("dense").alias("d0"), F.col("sparse").alias("s0"))
+    b = after.select(*KEYS, F.col("dense").alias("d1"), F.col("sparse").alias("s1"))
+    both = a.alias("a").join(b.alias("b"), [F.col(f"a.{k}").eqNullSafe(F.col(f"b.{k}")) for k in KEYS])
+    assert both.where(F.col("a.user_id") == user).count() > 0
+    changed = both.where((F.col("d0") != F.col("d1")) | (F.col("s0") != F.col("s1")))
+    assert changed.count() == 0
+    new_positives = after.where((F.col("user_id") == user) & F.col("item_id").isin(fresh))
+    assert new_positives.where("source = 'positive'").count() == len(fresh)

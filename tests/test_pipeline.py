@@ -1,0 +1,204 @@
+"""Orchestration on the shared three-night lakehouse: skip, force, fail and resume, spark-submit.
+
+Tests in this module run in file order and build on each other's state (the forced rerun,
+then the failure and the resume), which mirrors how an operator would meet these cases.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+
+from recs.ledger import latest_runs
+from recs.pipeline import STEPS, nightly
+from recs.score import load_promoted
+from recs.tables import read_date, read_table, table_path
+from recs.train.registry import promoted_model
+from tests.conftest import NIGHTS, START
+
+LAST = START + dt.timedelta(days=NIGHTS - 1)
+OUTPUTS = [
+    "events",
+    "items",
+    "ads",
+    "user_daily",
+    "item_daily",
+    "user_item_daily",
+    "user_category_daily",
+    "user_features",
+    "item_features",
+    "training_examples",
+    "recommendations",
+    "ad_candidates",
+]
+PARTITION = {"events": "event_date", "items": "snapshot_date", "ads": "snapshot_date"}
+COMPARED = ["training_examples", "user_features", "item_features", "recommendations", "ad_candidates"]
+
+
+def versions(spark, cfg) -> dict[str, int]:
+    names = [*OUTPUTS, "eval_metrics", "model_registry", "pipeline_runs"]
+    return {n: DeltaTable.forPath(spark, table_path(cfg, n)).history(1).first().version for n in names}
+
+
+def snapshot(spark, cfg, name: str, date: dt.date) -> list[tuple]:
+    df = read_date(spark, cfg, name, date)
+    return sorted(tuple(map(repr, r)) for r in df.select(sorted(df.columns)).collect())
+
+
+def test_backfill_wrote_one_partition_per_night_in_every_output(spark, pipeline):
+    cfg, reports = pipeline
+    from recs.schemas import partition_column
+
+    for name in OUTPUTS:
+        col = PARTITION.get(name) or partition_column(name)
+        days = {r[0] for r in read_table(spark, cfg, name).select(col).distinct().collect()}
+        assert days == {START + dt.timedelta(days=i) for i in range(NIGHTS)}, name
+    evaluated = {
+        r[0] for r in read_table(spark, cfg, "eval_metrics").select("eval_date").distinct().collect()
+    }
+    assert evaluated == {START + dt.timedelta(days=i) for i in range(1, NIGHTS)}  # night 1 has no D-1 recs
+    assert reports[0].skipped.get("train", "").startswith("no label days before")
+    assert all(r.ran == list(STEPS) for r in reports[1:]), [r.ran for r in reports]
+
+
+def test_the_promoted_model_beats_chance_on_generated_data(spark, pipeline):
+    """The generator plants user tastes and item quality; 0.55 is well clear of chance there.
+
+    Night 2's model learns from one label day whose features (as of night 0) are empty, so it
+    may be rejected; night 3's, with a day of history behind its examples, must pass.
+    """
+    cfg, _ = pipeline
+    row = promoted_model(spark, cfg)
+    assert row is not None and row.validation_date == LAST
+    assert row.metrics["auc"] > 0.55
+    ev = read_date(spark, cfg, "eval_metrics", LAST)
+    metrics = {(r.metric, r.k): r for r in ev.collect()}
+    assert metrics[("users_evaluated", None)].value > 0
+    for k in cfg.evaluate.ks:
+        assert 0.0 <= metrics[("recall", k)].value <= 1.0
+        assert 0.0 <= metrics[("recall", k)].baseline_value <= 1.0
+
+
+def test_a_second_run_of_the_same_night_changes_nothing(spark, pipeline):
+    cfg, _ = pipeline
+    before = versions(spark, cfg)
+    report = nightly(spark, cfg, LAST)
+    assert report.ok and report.ran == []
+    assert set(report.skipped) == set(STEPS)
+    assert versions(spark, cfg) == before
+
+
+def test_a_forced_rerun_redoes_every_step_and_ends_identical(spark, pipeline):
+    cfg, _ = pipeline
+    before = {n: snapshot(spark, cfg, n, LAST) for n in COMPARED}
+    before_eval = snapshot(spark, cfg, "eval_metrics", LAST)
+    old_versions = versions(spark, cfg)
+    report = nightly(spark, cfg, LAST, force=True)
+    assert report.ok and report.ran == list(STEPS)
+    new_versions = versions(spark, cfg)
+    assert all(new_versions[n] > old_versions[n] for n in COMPARED)
+    for name in COMPARED:
+        assert snapshot(spark, cfg, name, LAST) == before[name], name
+    assert snapshot(spark, cfg, "eval_metrics", LAST) == before_eval
+
+
+def test_a_failing_step_stops_the_night_and_the_next_run_resumes_there(spark, pipeline, tmp_path: Path):
+    cfg, _ = pipeline
+    model = load_promoted(spark, cfg)
+    weights = Path(model.artifact) / "model.safetensors"
+    assert weights.exists()
+    before = snapshot(spark, cfg, "recommendations", LAST)
+    recs_version = versions(spark, cfg)["recommendations"]
+    shutil.copy(weights, tmp_path / "good")
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+    failed = nightly(spark, cfg, LAST, steps=["score", "evaluate"], force=True)
+    assert failed.failed == "score" and "score" not in failed.ran and "evaluate" not in failed.ran
+    assert "model.safetensors" in failed.error
+    assert versions(spark, cfg)["recommendations"] == recs_version  # the previous version stands
+    assert snapshot(spark, cfg, "recommendations", LAST) == before
+    ledger = latest_runs(spark, cfg).where(F.col("run_date") == LAST)
+    assert {r.step: r.status for r in ledger.collect()}["score"] == "failed"
+
+    shutil.copy(tmp_path / "good", weights)  # the operator fixes the cause
+    resumed = nightly(spark, cfg, LAST)
+    assert resumed.ok and resumed.ran == ["score"]
+    assert set(resumed.skipped) == {"ingest", "features", "train", "evaluate"}
+    assert snapshot(spark, cfg, "recommendations", LAST) == before
+
+
+def test_the_cli_reports_status_and_a_failure_exits_non_zero(pipeline):
+    from click.testing import CliRunner
+
+    from recs.cli import cli
+
+    cfg, _ = pipeline
+    runner = CliRunner()
+    status = runner.invoke(cli, ["--lakehouse", cfg.lakehouse, "status"])
+    assert status.exit_code == 0, status.output
+    assert "promoted" in status.output and "score" in status.output
+    plan = runner.invoke(
+        cli,
+        [
+            "--lakehouse",
+            cfg.lakehouse,
+            "--raw",
+            cfg.raw,
+            "backfill",
+            "--start",
+            str(START),
+            "--end",
+            str(LAST),
+        ]
+        + ["--dry-run", "--force", "--steps", "score"],
+    )
+    assert plan.exit_code == 0, plan.output
+    assert plan.output.count("score") >= NIGHTS
+    missing = runner.invoke(
+        cli, ["--lakehouse", cfg.lakehouse, "--raw", cfg.raw, "ingest", "--date", "2030-01-01"]
+    )
+    assert missing.exit_code != 0 and "dt=2030-01-01" in missing.output
+
+
+@pytest.mark.skipif(shutil.which("spark-submit") is None, reason="spark-submit is installed with pyspark")
+def test_spark_submit_runs_the_ingest_job_in_local_mode(sample_root, tmp_path: Path):
+    from recs.session import delta_package
+
+    root, summary = sample_root
+    lakehouse = tmp_path / "lakehouse"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    cmd = [
+        "spark-submit",
+        "--master",
+        "local[2]",
+        "--packages",
+        delta_package(),
+        "--conf",
+        "spark.sql.shuffle.partitions=2",
+        "--conf",
+        "spark.ui.enabled=false",
+        str(repo / "jobs" / "ingest.py"),
+        "--date",
+        str(START),
+        "--lakehouse",
+        str(lakehouse),
+        "--raw",
+        str(root / "raw"),
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from deltalake import DeltaTable as RustTable
+
+    events = RustTable(str(lakehouse / "events")).to_pyarrow_table()
+    assert events.num_rows == summary.day(START).valid_events
