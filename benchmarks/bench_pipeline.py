@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--days", type=int, default=6)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--workdir", type=Path, default=Path("bench-pipeline"))
+    p.add_argument(
+        "--existing", action="store_true", help="only report on a finished run in --workdir (e.g. ./demo)"
+    )
     args = p.parse_args(argv)
     quiet_logs()
 
@@ -40,17 +43,16 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = bench_config(args.workdir.resolve())
     t0 = time.perf_counter()
-    run_demo(cfg, args.workdir, users=args.users, items=args.items, days=args.days, seed=args.seed)
+    if not args.existing:
+        run_demo(cfg, args.workdir, users=args.users, items=args.items, days=args.days, seed=args.seed)
     total = time.perf_counter() - t0
     spark = get_spark(cfg)
     last = START + dt.timedelta(days=args.days - 1)
 
     runs = read_table(spark, cfg, "pipeline_runs").where("status in ('succeeded', 'skipped')")
     wall = runs.groupBy("run_date").pivot("step").agg(F.round(F.sum("duration_s"), 1)).orderBy("run_date")
-    print(
-        f"\nmachine: {machine()}; {args.users} users, {args.items} items, {args.days} days; "
-        f"whole demo {total:.0f}s"
-    )
+    whole = "" if args.existing else f"; whole demo {total:.0f}s"
+    print(f"\nmachine: {machine()}; {args.users} users, {args.items} items, {args.days} days{whole}")
     print("wall seconds per step and night (pipeline_runs):")
     wall.show(truncate=False)
     ev = read_table(spark, cfg, "eval_metrics").where(F.col("eval_date") == F.lit(last))

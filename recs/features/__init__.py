@@ -131,6 +131,19 @@ def training_examples(
     )
 
 
+def canonical_order(examples: DataFrame, cfg: Config) -> DataFrame:
+    """Same rows -> same files in the same order, so retraining on a rewritten day is reproducible.
+
+    Rows reach a shuffle's output in whatever order map outputs are fetched; hashing into a
+    fixed number of partitions and sorting within them by the example key removes that.
+    The trainer reads the files in name order (Spark numbers them by partition).
+    """
+    from recs.features.examples import EXAMPLE_KEYS
+
+    keys = [k for k in EXAMPLE_KEYS if k in ("user_id", "item_id", "ad_id", "source")]
+    return examples.repartition(cfg.spark.shuffle_partitions, "user_id").sortWithinPartitions(*keys)
+
+
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
     """Build rollups and features for ``date`` and training examples labelled ``date``."""
     from recs.features.inputs import collision_rates
@@ -150,7 +163,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         frame, examples = training_examples(spark, cfg, date, spec)
         # Kept for the collision statistics below, which would otherwise rebuild the whole join.
         frame.persist(StorageLevel.MEMORY_AND_DISK)
-        replace_partition(examples, cfg, "training_examples", date)
+        replace_partition(canonical_order(examples, cfg), cfg, "training_examples", date)
         step.counts["training_examples_rows"] = last_commit_rows(spark, cfg, "training_examples")
         written = spark.read.format("delta").load(table_path(cfg, "training_examples"))
         by_source = written.where(F.col("label_date") == F.lit(date)).groupBy("source").count().collect()

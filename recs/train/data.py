@@ -272,7 +272,9 @@ class ExampleStream:
         return self.iter_epoch(epoch)
 
     def _record_batches(self, rng: np.random.Generator | None) -> Iterator[pa.RecordBatch]:
-        fragments = list(self.dataset.get_fragments(filter=self.filter))
+        # Name order first (Spark numbers files by partition), so the seeded permutation and the
+        # normaliser's sample do not depend on the order a table's log happens to list them.
+        fragments = sorted(self.dataset.get_fragments(filter=self.filter), key=lambda f: f.path)
         if rng is not None:
             fragments = [fragments[i] for i in rng.permutation(len(fragments))]
         for fragment in fragments:
