@@ -225,7 +225,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> TrainOutcome:
     from recs.features.spec import load_spec
     from recs.ledger import record_step
     from recs.train.loop import TrainSettings, resolve_device, train
-    from recs.train.model import DLRM
+    from recs.train.model import build_model
 
     spec = load_spec()
     with record_step(spark, cfg, "train", date) as step:
@@ -247,7 +247,8 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> TrainOutcome:
         window = training_window(spark, cfg, date, spec.spec_hash)
         device = str(resolve_device(cfg.train.device))
         train_stream, val_stream = example_streams(cfg, window, spec, device)
-        model = DLRM(spec, cfg.train.bottom_mlp, cfg.train.top_mlp)
+        # Seeded here, not from the global RNG: a rerun in the same process must start the same.
+        model = build_model(spec, cfg.train.bottom_mlp, cfg.train.top_mlp, seed=cfg.train.seed)
         result = train(model, train_stream, val_stream, TrainSettings.from_config(cfg.train))
         val_metrics = {k[4:]: v for k, v in result.best_metrics.items() if k.startswith("val_")}
         outcome = judge_and_register(

@@ -48,7 +48,7 @@ def worker(cfg_doc: dict[str, Any], train_dates: list[str], validation_date: str
     from recs.features.spec import load_spec
     from recs.train import TrainWindow, example_streams
     from recs.train.loop import TrainSettings, train
-    from recs.train.model import DLRM
+    from recs.train.model import build_model
 
     cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if cuda else "gloo")
@@ -65,7 +65,7 @@ def worker(cfg_doc: dict[str, Any], train_dates: list[str], validation_date: str
             tuple(dt.date.fromisoformat(d) for d in train_dates), dt.date.fromisoformat(validation_date), {}
         )
         train_stream, val_stream = example_streams(cfg, window, spec, device)
-        model = DLRM(spec, cfg.train.bottom_mlp, cfg.train.top_mlp)
+        model = build_model(spec, cfg.train.bottom_mlp, cfg.train.top_mlp, seed=cfg.train.seed)
         settings = TrainSettings.from_config(cfg.train, device=device, progress=rank == 0)
         result = train(model, RankShard(train_stream, rank, world), val_stream, settings)
         weights = torch.cat([p.detach().float().flatten() for p in model.parameters()])
