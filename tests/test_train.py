@@ -62,7 +62,17 @@ def test_two_gloo_processes_keep_identical_replicas_and_learn(spark, pipeline):
     cfg, _ = pipeline
     before = promoted_model(spark, cfg)
     # An unreachable floor: the run is registered as rejected and cannot change what is promoted.
-    cfg = replace_section(cfg, "train", processes=2, seed=cfg.train.seed + 2, auc_floor=1.01)
+    # batch_size is per rank: half of it keeps the effective batch of the single-process run,
+    # and four epochs give the ranks as many optimizer steps as the tiny window allows.
+    cfg = replace_section(
+        cfg,
+        "train",
+        processes=2,
+        seed=cfg.train.seed + 2,
+        auc_floor=1.01,
+        batch_size=cfg.train.batch_size // 2,
+        epochs=4,
+    )
     outcome, out = train_distributed(spark, cfg, LAST, 2)
 
     assert out["world"] == 2
