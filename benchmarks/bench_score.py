@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rank_s, rank_runs = median_time(ranking, args.repeats)
 
-    threads = spark.sparkContext.defaultParallelism
+    threads = os.cpu_count() or 1  # local[*] runs one task per core
     torch.set_num_threads(threads)
     net, spec, _ = load_model(model.artifact)
     rng = np.random.default_rng(0)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda: net.predict_numpy(dense, sparse, is_ad, batch_size=cfg.score.batch_size), args.repeats
     )
 
-    print(f"machine: {machine()}, Spark local[*] ({threads} cores), torch threads {threads} for the floor")
+    print(f"machine: {machine()}, Spark local[*], torch threads {threads} for the floor")
     print(f"{date}: {users:,} users, {pairs:,} candidate pairs, model {model.version}")
     for name, secs, runs in (
         ("job (score.run)", job_s, job_runs),
