@@ -165,7 +165,7 @@ def test_recommendations_read_back_without_spark(spark, pipeline, recs_last):
 
     cfg, recs = recs_last
     path = table_path(cfg, "recommendations")
-    table = DeltaTable(path).to_pyarrow_table(partitions=[("rec_date", "=", str(LAST))])
+    table = DeltaTable(path).to_pyarrow_table(filters=[("rec_date", "=", LAST)])
     assert table.num_rows == recs.count()
     con = duckdb.connect()
     con.register("recs", DeltaTable(path).to_pyarrow_dataset())
