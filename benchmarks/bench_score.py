@@ -41,7 +41,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from recs import score
     from recs.config import load_config, replace_section
-    from recs.features.inputs import assemble, feature_frame
     from recs.score.rank import score_with_model
     from recs.session import get_spark
     from recs.tables import read_date
@@ -60,21 +59,14 @@ def main(argv: list[str] | None = None) -> None:
     pairs, users = counts["candidate_pairs"], counts["users_scored"]
 
     # The ranking UDF alone, over the same candidate rows with features already assembled.
-    from recs.features import user_item_as_of
-
     users_f = read_date(spark, cfg, "user_features", date)
     items_f = read_date(spark, cfg, "item_features", date)
     items = read_date(spark, cfg, "items", date)
     candidates = score.recommendation_candidates(spark, cfg, date, users_f, items_f, items)
     rows = candidates.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string"))
-    frame = feature_frame(
-        score.with_context(rows, users_f),
-        users_f,
-        items_f,
-        user_item_as_of(spark, cfg, rows.select("user_id", "item_id"), date),
-        None,
-    )
-    inputs = assemble(frame, model.spec, ["user_id", "item_id", "is_ad"]).localCheckpoint()
+    keep = ["user_id", "item_id", "is_ad"]
+    inputs = score.ranking_inputs(spark, cfg, rows, users_f, items_f, model.spec, date, None, keep)
+    inputs = inputs.localCheckpoint()
     width = (model.spec.num_dense, model.spec.sparse_width)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.score.batch_size))
 

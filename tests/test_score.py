@@ -9,8 +9,7 @@ import pytest
 import torch
 from pyspark.sql import functions as F
 
-from recs.features.inputs import assemble, feature_frame
-from recs.score import load_promoted, with_context
+from recs.score import load_promoted, ranking_inputs
 from recs.score.ads import FREQUENCY_DAYS
 from recs.score.rank import score_with_model
 from recs.tables import read_date, read_range, read_table, table_path
@@ -127,16 +126,17 @@ def test_spark_scores_equal_the_model_called_directly(spark, pipeline):
         .withColumn("is_ad", F.lit(False))
         .withColumn("ad_id", F.lit(None).cast("string"))
     )
-    from recs.features import user_item_as_of
-
-    frame = feature_frame(
-        with_context(pairs.drop("country", "device"), users),
+    inputs = ranking_inputs(
+        spark,
+        cfg,
+        pairs.drop("country", "device"),
         users,
         items,
-        user_item_as_of(spark, cfg, pairs.select("user_id", "item_id"), LAST),
+        model.spec,
+        LAST,
         None,
-    )
-    inputs = assemble(frame, model.spec, ["user_id", "item_id", "is_ad"]).localCheckpoint()
+        ["user_id", "item_id", "is_ad"],
+    ).localCheckpoint()
     width = (model.spec.num_dense, model.spec.sparse_width)
     via_spark = {
         (r.user_id, r.item_id): r.score

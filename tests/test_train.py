@@ -10,7 +10,7 @@ import torch
 from recs.config import replace_section
 from recs.features.spec import load_spec
 from recs.train import example_streams, judge_and_register, training_window
-from recs.train.loop import TrainSettings, train
+from recs.train.loop import TrainSettings, train, validation_metrics
 from recs.train.model import build_model
 from recs.train.registry import promoted_model
 from tests.conftest import NIGHTS, START
@@ -43,7 +43,7 @@ def test_a_model_trained_on_shuffled_labels_is_rejected_and_the_promoted_one_kep
     train_stream, val_stream = example_streams(cfg, window, spec, "cpu")
     model = build_model(spec, cfg.train.bottom_mlp, cfg.train.top_mlp, seed=cfg.train.seed)
     result = train(model, ShuffledLabels(train_stream), val_stream, TrainSettings.from_config(cfg.train))
-    metrics = {k[4:]: v for k, v in result.best_metrics.items() if k.startswith("val_")}
+    metrics = validation_metrics(result.best_metrics)
 
     outcome = judge_and_register(spark, cfg, model, metrics, window, val_stream, LAST)
 

@@ -138,9 +138,7 @@ def canonical_order(examples: DataFrame, cfg: Config) -> DataFrame:
     fixed number of partitions and sorting within them by the example key removes that.
     The trainer reads the files in name order (Spark numbers them by partition).
     """
-    from recs.features.examples import EXAMPLE_KEYS
-
-    keys = [k for k in EXAMPLE_KEYS if k in ("user_id", "item_id", "ad_id", "source")]
+    keys = ("user_id", "item_id", "ad_id", "source")  # unique per label day
     return examples.repartition(cfg.spark.shuffle_partitions, "user_id").sortWithinPartitions(*keys)
 
 

@@ -54,6 +54,28 @@ def with_context(rows: DataFrame, users: DataFrame) -> DataFrame:
     return rows.join(ctx, "user_id", "left")
 
 
+def ranking_inputs(
+    spark: SparkSession,
+    cfg: Config,
+    rows: DataFrame,
+    users: DataFrame,
+    items: DataFrame,
+    spec,
+    date: dt.date,
+    ads: DataFrame | None,
+    keep: list[str],
+) -> DataFrame:
+    """``rows`` (user, item[, ad]) with features as of ``date``, hashed with ``spec``: model-ready."""
+    from recs.features import user_item_as_of
+    from recs.features.inputs import assemble, feature_frame
+
+    pairs = rows.select("user_id", "item_id").where(F.col("item_id").isNotNull()).distinct()
+    frame = feature_frame(
+        with_context(rows, users), users, items, user_item_as_of(spark, cfg, pairs, date), ads
+    )
+    return assemble(frame, spec, keep)
+
+
 def model_scores(
     spark: SparkSession,
     cfg: Config,
@@ -65,15 +87,9 @@ def model_scores(
     ads: DataFrame | None,
     keep: list[str],
 ) -> DataFrame:
-    from recs.features import user_item_as_of
-    from recs.features.inputs import assemble, feature_frame
     from recs.score.rank import score_with_model
 
-    pairs = rows.select("user_id", "item_id").where(F.col("item_id").isNotNull()).distinct()
-    frame = feature_frame(
-        with_context(rows, users), users, items, user_item_as_of(spark, cfg, pairs, date), ads
-    )
-    inputs = assemble(frame, model.spec, keep)
+    inputs = ranking_inputs(spark, cfg, rows, users, items, model.spec, date, ads, keep)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.score.batch_size))
     return score_with_model(
         inputs,

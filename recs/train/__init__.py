@@ -221,10 +221,20 @@ def judge_and_register(
     return TrainOutcome(version, decision.status, decision.reason, numeric, artifact)
 
 
+def outcome_details(outcome: TrainOutcome) -> dict[str, object]:
+    """What the ledger keeps of a training run, whichever way it was trained."""
+    return {
+        "model_version": outcome.model_version,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "auc": outcome.metrics.get("auc"),
+    }
+
+
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> TrainOutcome:
     from recs.features.spec import load_spec
     from recs.ledger import record_step
-    from recs.train.loop import TrainSettings, resolve_device, train
+    from recs.train.loop import TrainSettings, resolve_device, train, validation_metrics
     from recs.train.model import build_model
 
     spec = load_spec()
@@ -233,16 +243,8 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> TrainOutcome:
             from recs.train.distributed import train_distributed
 
             outcome, out = train_distributed(spark, cfg, date, cfg.train.processes)
-            step.details.update(
-                {
-                    "model_version": outcome.model_version,
-                    "status": outcome.status,
-                    "reason": outcome.reason,
-                    "auc": outcome.metrics.get("auc"),
-                    "processes": out["world"],
-                    "samples_per_s": out["samples_per_s"],
-                }
-            )
+            step.details.update(outcome_details(outcome))
+            step.details.update({"processes": out["world"], "samples_per_s": out["samples_per_s"]})
             return outcome
         window = training_window(spark, cfg, date, spec.spec_hash)
         device = str(resolve_device(cfg.train.device))
@@ -250,7 +252,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> TrainOutcome:
         # Seeded here, not from the global RNG: a rerun in the same process must start the same.
         model = build_model(spec, cfg.train.bottom_mlp, cfg.train.top_mlp, seed=cfg.train.seed)
         result = train(model, train_stream, val_stream, TrainSettings.from_config(cfg.train))
-        val_metrics = {k[4:]: v for k, v in result.best_metrics.items() if k.startswith("val_")}
+        val_metrics = validation_metrics(result.best_metrics)
         outcome = judge_and_register(
             spark,
             cfg,
@@ -267,14 +269,6 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> TrainOutcome:
                 "validation_rows": window.rows[window.validation_date],
             }
         )
-        step.details.update(
-            {
-                "model_version": outcome.model_version,
-                "status": outcome.status,
-                "reason": outcome.reason,
-                "auc": outcome.metrics.get("auc"),
-                "samples_per_s": result.samples_per_s,
-                "device": result.device,
-            }
-        )
+        step.details.update(outcome_details(outcome))
+        step.details.update({"samples_per_s": result.samples_per_s, "device": result.device})
         return outcome

@@ -96,6 +96,7 @@ def train_distributed(
 
     from recs.features.spec import load_spec
     from recs.train import TrainOutcome, example_streams, judge_and_register, training_window
+    from recs.train.loop import validation_metrics
     from recs.train.model import DLRM
 
     spec = load_spec()
@@ -109,7 +110,7 @@ def train_distributed(
     )
     model = DLRM(spec, cfg.train.bottom_mlp, cfg.train.top_mlp)
     model.load_state_dict(out["state"])
-    metrics = {k[4:]: v for k, v in out["best_metrics"].items() if k.startswith("val_")}
+    metrics = validation_metrics(out["best_metrics"])
     _, val_stream = example_streams(cfg, window, spec, "cpu")
     outcome: TrainOutcome = judge_and_register(
         spark,

@@ -417,6 +417,11 @@ def _limit(batches: Iterable[Any], steps: int | None) -> Iterator[Any]:
         yield item
 
 
+def validation_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The ``val_*`` entries of an epoch's metrics, without the prefix (what the gate judges)."""
+    return {k.removeprefix("val_"): v for k, v in metrics.items() if k.startswith("val_")}
+
+
 def _score(metrics: dict[str, float]) -> float:
     """Early-stopping score: validation AUC, or -log-loss when AUC is undefined (one class)."""
     auc = metrics.get("auc", math.nan)
@@ -469,7 +474,7 @@ def train(
         }
         history.append(metrics)
         log.info("epoch %d: %s", epoch, _fmt(metrics))
-        score = _score({k[4:]: v for k, v in metrics.items() if k.startswith("val_")})
+        score = _score(validation_metrics(metrics))
         if score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
