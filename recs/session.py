@@ -9,6 +9,7 @@ command line / spark-defaults, and only settings the launcher left unset are fil
 from __future__ import annotations
 
 import os
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -41,6 +42,17 @@ def delta_package() -> str:
 def launched_by_spark_submit() -> bool:
     """spark-submit (and the pyspark shell) start the JVM first and hand Python its gateway."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def use_this_interpreter_for_workers() -> None:
+    """Run Spark's Python workers on the interpreter that runs recs, unless told otherwise.
+
+    Schedulers call ``/path/to/venv/bin/recs`` without activating the venv; PySpark would
+    then start the first ``python3`` on ``PATH`` for its workers (often the system one,
+    without pyarrow or torch). A local session reads the worker interpreter from
+    ``PYSPARK_PYTHON`` only, so that is what is set; a value the user set is kept.
+    """
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 def local_conf(cfg: Config) -> dict[str, str]:
@@ -77,6 +89,7 @@ def get_spark(cfg: Config) -> SparkSession:
     from delta import configure_spark_with_delta_pip
 
     builder = builder.master(cfg.spark.master)
+    use_this_interpreter_for_workers()
     for key, value in {**DELTA_CONF, **COMMON_CONF, **local_conf(cfg)}.items():
         builder = builder.config(key, value)
     spark = configure_spark_with_delta_pip(builder).getOrCreate()
