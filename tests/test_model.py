@@ -213,13 +213,28 @@ def test_save_load_gives_identical_predictions(tmp_path: Path, uri: bool) -> Non
     assert manifest["spec_hash"] == spec.spec_hash
 
 
-def test_existing_artefact_is_not_overwritten_by_accident(tmp_path: Path) -> None:
-    model = trained_like_model(tiny_spec())
+def test_an_artefact_is_written_once_and_its_bytes_never_change(tmp_path: Path) -> None:
+    spec = tiny_spec()
+    model = trained_like_model(spec)
     save_model(model, tmp_path / "v1")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "v1").iterdir()}
+    other = trained_like_model(spec)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)
     with pytest.raises(ArtifactError, match="already exists"):
-        save_model(model, tmp_path / "v1")
-    save_model(model, tmp_path / "v1", overwrite=True)
-    load_model(tmp_path / "v1")
+        save_model(other, tmp_path / "v1")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "v1").iterdir()} == before
+    dense, sparse = random_inputs(spec, 20, seed=3)
+    is_ad = torch.zeros(20, dtype=torch.bool)
+    loaded, _, _ = load_model(tmp_path / "v1")
+    assert torch.equal(loaded.predict(dense, sparse, is_ad), model.predict(dense, sparse, is_ad))
+
+    # An interrupted write (files, no manifest) is not an artefact and may be written over.
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "model.safetensors").write_bytes(b"half")
+    save_model(model, tmp_path / "v2")
+    load_model(tmp_path / "v2")
 
 
 def test_tampered_or_unknown_artefacts_are_refused(tmp_path: Path) -> None:

@@ -56,7 +56,12 @@ def test_a_model_trained_on_shuffled_labels_is_rejected_and_the_promoted_one_kep
 
 
 def test_two_gloo_processes_keep_identical_replicas_and_learn(spark, pipeline):
-    """The TorchDistributor path in local mode: two CPU ranks, gradients averaged with gloo."""
+    """The TorchDistributor path in local mode: two CPU ranks, gradients averaged with gloo.
+
+    Nothing here depends on the machine: device cpu makes it gloo even where CUDA exists,
+    fp32 is forced (``auto`` would pick bf16 on CPUs with native bf16), and every rank
+    returns the same payload, so the order the ranks finish in cannot matter.
+    """
     from recs.train.distributed import train_distributed
 
     cfg, _ = pipeline
@@ -68,15 +73,56 @@ def test_two_gloo_processes_keep_identical_replicas_and_learn(spark, pipeline):
         cfg,
         "train",
         processes=2,
+        device="cpu",
         seed=cfg.train.seed + 2,
         auc_floor=1.01,
         batch_size=cfg.train.batch_size // 2,
         epochs=4,
     )
-    outcome, out = train_distributed(spark, cfg, LAST, 2)
+    outcome, out = train_distributed(spark, cfg, LAST, 2, precision="fp32")
 
-    assert out["world"] == 2
+    assert out["world"] == 2 and out["device"] == "cpu" and out["precision"] == "fp32"
     first, second = out["replica_checksums"]
-    assert first == second  # both ranks hold exactly the same weights after training
+    assert first == second  # both ranks hold bit-identical weights after training
     assert outcome.status == "rejected" and outcome.metrics["auc"] > 0.55
     assert promoted_model(spark, cfg).model_version == before.model_version
+
+
+def test_retraining_never_rewrites_the_promoted_artefact(spark, pipeline, tmp_path):
+    """Another seed, then corrected data with the same row counts: new versions, the old bytes stay."""
+    import hashlib
+    import shutil
+    from pathlib import Path
+
+    from pyspark.sql import functions as F
+
+    from recs import train as train_step
+    from recs.score import load_promoted
+    from recs.tables import read_date, replace_partition
+    from recs.train.registry import artifact_location
+
+    cfg, _ = pipeline
+    copy = dataclasses.replace(cfg, lakehouse=str(tmp_path / "lakehouse"))
+    shutil.copytree(cfg.lakehouse, copy.lakehouse)
+    promoted = promoted_model(spark, copy, LAST)
+    folder = Path(artifact_location(copy, promoted.artifact_path))
+    assert folder.is_relative_to(copy.lakehouse)
+
+    def digests() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    before = digests()
+    # An unreachable floor: whatever these retrains learn, they are rejected and cannot take over.
+    strict = replace_section(copy, "train", auc_floor=1.01)
+    reseeded = train_step.run(spark, replace_section(strict, "train", seed=cfg.train.seed + 5), LAST)
+    day = LAST - dt.timedelta(days=1)
+    corrected = read_date(spark, copy, "training_examples", day).withColumn("label", 1.0 - F.col("label"))
+    replace_partition(corrected.localCheckpoint(), copy, "training_examples", day)
+    relabelled = train_step.run(spark, strict, LAST)
+
+    versions = {promoted.model_version, reseeded.model_version, relabelled.model_version}
+    assert len(versions) == 3, versions
+    assert reseeded.status == relabelled.status == "rejected"
+    assert digests() == before
+    serving = load_promoted(spark, copy, LAST)
+    assert serving.version == promoted.model_version and Path(serving.artifact) == folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from pathlib import Path
@@ -14,12 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from recs.features.spec import FeatureSpec
+from recs.train import loop
 from recs.train.data import Batch, DataError, ExampleStream, label_date_filter, rebatch
+from recs.train.distributed import ReplicaMismatchError, decode_payload, finish_rank
 from recs.train.loop import (
     RowWiseAdagrad,
     TrainSettings,
     binary_metrics,
     evaluate,
+    resolve_precision,
     roc_auc,
     train,
 )
@@ -79,7 +83,18 @@ def to_batches(arrays: dict[str, np.ndarray], batch_size: int) -> list[Batch]:
     ]
 
 
-FAST = TrainSettings(epochs=3, patience=1, device="cpu", progress=False, seed=3, learning_rate=5e-3)
+# fp32 pinned: tests that are not about precision behave the same on every CPU; the ones that
+# are force each precision, so bf16 runs even where it is emulated (AVX2-only CPUs: slower, but
+# the planted model is small enough for seconds).
+FAST = TrainSettings(
+    epochs=3, patience=1, device="cpu", precision="fp32", progress=False, seed=3, learning_rate=5e-3
+)
+CPU = torch.device("cpu")
+
+
+def reported_precision(requested: str) -> str:
+    """What ``train`` reports for ``requested`` on this machine's CPU: ``resolve_precision``'s choice."""
+    return "fp32" if resolve_precision(requested, CPU) is None else "bf16"
 
 
 @pytest.fixture(scope="module")
@@ -109,26 +124,44 @@ def logistic_regression_auc(spec: FeatureSpec, train_b: list[Batch], val_b: list
     return roc_auc(torch.cat([b.label for b in val_b]).numpy(), scores)
 
 
-def test_dlrm_learns_planted_interaction_and_beats_logistic_regression(planted) -> None:
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_dlrm_learns_planted_interaction_and_beats_logistic_regression(planted, precision: str) -> None:
+    """Forced fp32 and bf16 run on every CPU; ``auto`` reports whatever this CPU resolves to."""
     train_b, val_b = planted
     spec = planted_spec()
     model = build_model(spec, [16], [32, 16], seed=0)
-    result = train(model, train_b, val_b, FAST)
+    settings = dataclasses.replace(FAST, precision=precision)
+    result = train(model, train_b, val_b, settings)
     best = result.best_metrics
     baseline = logistic_regression_auc(spec, train_b, val_b)
     assert best["val_auc"] > 0.75, result.history
     assert best["val_auc"] > baseline + 0.05, (best["val_auc"], baseline)
     assert 0.8 < best["val_calibration"] < 1.25 and best["val_ne"] < 0.9
     assert {"val_ads_auc", "val_ads_count", "train_samples_per_s"} <= set(best)
-    assert result.samples_per_s > 0 and result.precision == "fp32" and result.device == "cpu"
-    assert evaluate(model, val_b, "cpu")["auc"] == pytest.approx(best["val_auc"], abs=1e-9)
+    expected = {"auto": reported_precision("auto"), "fp32": "fp32", "bf16": "bf16"}[precision]
+    assert result.samples_per_s > 0 and result.precision == expected and result.device == "cpu"
+    assert evaluate(model, val_b, "cpu", precision)["auc"] == pytest.approx(best["val_auc"], abs=1e-9)
+    if result.precision == "bf16":  # the label is not enough: the forward really ran in bf16
+        fp32_logloss = evaluate(model, val_b, "cpu", "fp32")["logloss"]
+        assert fp32_logloss != best["val_logloss"] and abs(fp32_logloss - best["val_logloss"]) < 0.01
     assert result.to_dict()["best_epoch"] == result.best_epoch
 
 
-def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["avx2-only", "native-bf16"])
+def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, native: bool) -> None:
+    """Both answers of ``auto`` are checked on every machine by stubbing the CPU probe."""
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    assert resolve_precision("auto", CPU) == (torch.bfloat16 if native else None)
+    assert resolve_precision("fp32", CPU) is None and resolve_precision("bf16", CPU) == torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", CPU)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_is_deterministic_for_a_seed(tmp_path: Path, precision: str) -> None:
     spec = planted_spec()
     write_days(tmp_path, spec, days=2, rows=1500)
-    settings = TrainSettings(epochs=2, device="cpu", progress=False, seed=5)
+    settings = TrainSettings(epochs=2, device="cpu", precision=precision, progress=False, seed=5)
     runs = []
     for _ in range(2):
         train_s = ExampleStream(
@@ -137,6 +170,7 @@ def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:
         val_s = ExampleStream(tmp_path, spec, batch_size=512, filter=DAY_FILTER(1))
         model = build_model(spec, [8], [16], seed=5)
         result = train(model, train_s, val_s, settings)
+        assert result.precision == precision
         runs.append((model.state_dict(), result.history))
     (state_a, hist_a), (state_b, hist_b) = runs
     for key in state_a:
@@ -155,7 +189,8 @@ def test_early_stopping_restores_the_best_epoch(planted) -> None:
     model = build_model(planted_spec(), [16], [32, 16], seed=0)
     result = train(model, train_b, val_for, TrainSettings(**{**FAST.__dict__, "epochs": 5}))
     assert result.stopped_early and len(result.history) == 2 and result.best_epoch == 0
-    assert evaluate(model, val_b, "cpu")["auc"] == pytest.approx(result.history[0]["val_auc"], abs=1e-9)
+    restored = evaluate(model, val_b, "cpu", FAST.precision)["auc"]
+    assert restored == pytest.approx(result.history[0]["val_auc"], abs=1e-9)
 
 
 def test_dict_batches_and_one_shot_iterators() -> None:
@@ -207,6 +242,46 @@ def test_row_wise_adagrad_sparse_equals_dense() -> None:
     torch.testing.assert_close(sparse_p.data, dense_p.data)
     untouched = torch.tensor([0, 2, 3, 5, 6, 8, 9])
     assert torch.equal(sparse_p.data[untouched], w0[untouched])
+
+
+# --------------------------------------------------------------------------- replicas across ranks
+
+
+def _finish_two_ranks(rank: int, store: str, out_dir: str) -> None:
+    """One rank of a 2-process gloo group: finish with identical replicas, then with different ones."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        model = build_model(planted_spec(), [8], [8], seed=0)
+        payload = {"state": model.state_dict(), "rank": rank} if rank == 0 else None
+        Path(out_dir, f"same-{rank}.bin").write_bytes(finish_rank(model, payload, "cpu"))
+        if rank == 1:
+            with torch.no_grad():
+                next(model.parameters()).add_(1e-6)
+        try:
+            finish_rank(model, payload, "cpu")
+            outcome = "returned"
+        except ReplicaMismatchError as exc:
+            outcome = str(exc)
+        Path(out_dir, f"differ-{rank}.txt").write_text(outcome)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_rank_returns_rank_zeros_payload_and_all_refuse_differing_replicas(tmp_path: Path) -> None:
+    """Whichever rank's return value the distributor hands back, the driver gets the same result."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_finish_two_ranks, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    same = [(tmp_path / f"same-{r}.bin").read_bytes() for r in (0, 1)]
+    assert same[0] == same[1]
+    out = decode_payload(same[1])
+    assert out["rank"] == 0 and out["replica_checksums"][0] == out["replica_checksums"][1]
+    for rank in (0, 1):
+        assert "replicas differ" in (tmp_path / f"differ-{rank}.txt").read_text()
+    with pytest.raises(RuntimeError, match="NoneType"):
+        decode_payload(None)
 
 
 # --------------------------------------------------------------------------- data path

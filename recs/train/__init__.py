@@ -18,6 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recs.config import Config
+from recs.schemas import table_schema
 
 log = logging.getLogger("recs")
 
@@ -31,6 +32,9 @@ class TrainWindow:
     train_dates: tuple[dt.date, ...]
     validation_date: dt.date
     rows: dict[dt.date, int]
+    # What the model is a function of: the Delta version read and each day's content digest.
+    delta_version: int | None = None
+    digests: dict[dt.date, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,16 +52,45 @@ def examples_path(cfg: Config) -> str:
     return table_path(cfg, "training_examples")
 
 
+def content_digest() -> F.Column:
+    """An order-independent digest of a group's rows: the sum of each row's 64-bit hash.
+
+    Two days with the same row counts but different rows (a corrected feed, a fixed bug)
+    get different digests, so they train models with different versions.
+    """
+    columns = [c for c in table_schema("training_examples").fieldNames() if c != "label_date"]
+    return F.sum(F.xxhash64(*columns).cast("decimal(38,0)")).cast("string")
+
+
 def training_window(spark: SparkSession, cfg: Config, date: dt.date, spec_hash: str) -> TrainWindow:
-    """Label days with examples in the window; refuses examples built with another feature spec."""
+    """Label days with examples in the window; refuses examples built with another feature spec.
+
+    The table is read at one pinned Delta version, which the trainer streams too: the digest
+    and the model describe exactly the same rows even if features are rewritten meanwhile.
+    """
+    from delta.tables import DeltaTable
+
     from recs.ledger import StepSkipped
-    from recs.tables import read_range
+    from recs.tables import MissingTableError
 
     start = date - dt.timedelta(days=cfg.train.window_days - 1)
-    examples = read_range(spark, cfg, "training_examples", start, date)
+    path = examples_path(cfg)
+    if not DeltaTable.isDeltaTable(spark, path):
+        raise MissingTableError(f"Delta table 'training_examples' does not exist at {path}; run features")
+    version = DeltaTable.forPath(spark, path).history(1).first().version
+    examples = (
+        spark.read.format("delta")
+        .option("versionAsOf", version)
+        .load(path)
+        .where(F.col("label_date").between(F.lit(start), F.lit(date)))
+    )
     per_day = (
         examples.groupBy("label_date")
-        .agg(F.count(F.lit(1)).alias("n"), F.collect_set("spec_hash").alias("specs"))
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.collect_set("spec_hash").alias("specs"),
+            content_digest().alias("digest"),
+        )
         .collect()
     )  # one row per day: small
     foreign = sorted({h for r in per_day for h in r.specs} - {spec_hash})
@@ -74,14 +107,15 @@ def training_window(spark: SparkSession, cfg: Config, date: dt.date, spec_hash: 
         raise StepSkipped(
             f"no label days before {date} in the {cfg.train.window_days}-day window to train on"
         )
-    return TrainWindow(train_dates, date, rows)
+    digests = {r.label_date: r.digest for r in per_day if r.n > 0}
+    return TrainWindow(train_dates, date, rows, version, digests)
 
 
 def example_streams(cfg: Config, window: TrainWindow, spec, device: str):
     """(train, validation) re-iterable batch streams over the current Delta snapshot."""
     from recs.train.data import ExampleStream, label_date_filter, open_examples
 
-    dataset = open_examples(examples_path(cfg), table_format="delta")
+    dataset = open_examples(examples_path(cfg), table_format="delta", delta_version=window.delta_version)
     t = cfg.train
     train = ExampleStream(
         dataset,
@@ -125,13 +159,22 @@ def examples_for_dates(
     )
 
 
+# Keys that decide when to train or whether to promote, not what is learned.
+NOT_IN_VERSION = frozenset({"schedule", "auc_floor", "auc_tolerance"})
+
+
 def model_version(window: TrainWindow, spec_hash: str, cfg: Config) -> str:
-    """Window + a hash of what determines the model (data rows per day, spec, training config)."""
+    """Window + a hash of what determines the model (the data itself, spec, training config).
+
+    Same version means same inputs; the artefact folder of a version is written only once.
+    """
+    used = (*window.train_dates, window.validation_date)
     content = json.dumps(
         {
-            "rows": {d.isoformat(): n for d, n in sorted(window.rows.items())},
+            "rows": {d.isoformat(): window.rows[d] for d in sorted(used)},
+            "digests": {d.isoformat(): window.digests.get(d) for d in sorted(used)},
             "spec": spec_hash,
-            "train": dataclasses.asdict(cfg.train),
+            "train": {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in NOT_IN_VERSION},
         },
         sort_keys=True,
     )
@@ -140,14 +183,14 @@ def model_version(window: TrainWindow, spec_hash: str, cfg: Config) -> str:
 
 
 def incumbent_auc(
-    spark: SparkSession, cfg: Config, val_stream, spec_hash: str
+    spark: SparkSession, cfg: Config, val_stream, spec_hash: str, as_of: dt.date
 ) -> tuple[float | None, str | None]:
-    """The promoted model's AUC on the same validation day (None if none, or another spec)."""
+    """AUC of the model promoted as of ``as_of`` on the same validation day (None if none/other spec)."""
     from recs.train.artifacts import ArtifactError, load_model
     from recs.train.loop import evaluate
-    from recs.train.registry import promoted_model
+    from recs.train.registry import artifact_location, promoted_model
 
-    row = promoted_model(spark, cfg)
+    row = promoted_model(spark, cfg, as_of)
     if row is None:
         return None, None
     if row.spec_hash != spec_hash:
@@ -156,7 +199,7 @@ def incumbent_auc(
         )
         return None, row.model_version
     try:
-        model, _, _ = load_model(row.artifact_path)
+        model, _, _ = load_model(artifact_location(cfg, row.artifact_path))
     except ArtifactError as exc:
         log.warning(
             "promoted model %s cannot be loaded (%s); gating on the floor only", row.model_version, exc
@@ -175,26 +218,40 @@ def judge_and_register(
     run_date: dt.date,
     extra: dict | None = None,
 ) -> TrainOutcome:
-    """Gate the model against the floor and the incumbent, save the artefact, add a registry row."""
-    from recs.train.artifacts import save_model
-    from recs.train.registry import gate, record_model
+    """Gate the model against the floor and the incumbent, save the artefact, add a registry row.
+
+    An artefact folder is written once. When the version's folder already exists (a forced
+    retrain on the same inputs), its bytes stay, and the gate judges the stored model, so a
+    registry row always describes the files it points to.
+    """
+    from recs.train.artifacts import artifact_exists, load_model, save_model
+    from recs.train.loop import evaluate
+    from recs.train.registry import artifact_location, gate, model_dir, record_model
 
     spec = model.spec
     version = model_version(window, spec.spec_hash, cfg)
-    baseline, incumbent = incumbent_auc(spark, cfg, val_stream, spec.spec_hash)
+    relative = model_dir(version)
+    artifact = artifact_location(cfg, relative)
+    if artifact_exists(artifact):
+        stored, _, _ = load_model(artifact, expected_spec_hash=spec.spec_hash)
+        metrics = evaluate(stored, val_stream, "cpu")
+        log.info(
+            "train %s: artefact %s exists; judging the stored model, not overwriting it", run_date, version
+        )
+    else:
+        save_model(
+            model,
+            artifact,
+            training_config={
+                **dataclasses.asdict(cfg.train),
+                "train_dates": [str(d) for d in window.train_dates],
+                "validation_date": str(window.validation_date),
+                "training_examples_version": window.delta_version,
+            },
+            metrics={**metrics, **(extra or {})},
+        )
+    baseline, incumbent = incumbent_auc(spark, cfg, val_stream, spec.spec_hash, window.validation_date)
     decision = gate(metrics["auc"], cfg.train.auc_floor, baseline, cfg.train.auc_tolerance)
-    artifact = f"{cfg.lakehouse.rstrip('/')}/models/{version}"
-    save_model(
-        model,
-        artifact,
-        overwrite=True,
-        training_config={
-            **dataclasses.asdict(cfg.train),
-            "train_dates": [str(d) for d in window.train_dates],
-            "validation_date": str(window.validation_date),
-        },
-        metrics={**metrics, **(extra or {})},
-    )
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v}
     record_model(
         spark,
@@ -206,7 +263,7 @@ def judge_and_register(
         metrics=numeric,
         baseline_auc=baseline,
         spec_hash=spec.spec_hash,
-        artifact_path=artifact,
+        artifact_path=relative,
         decision=decision,
         run_date=run_date,
     )

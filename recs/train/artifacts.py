@@ -90,14 +90,17 @@ def save_model(
     *,
     training_config: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
-    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write ``model`` (with its own spec) as an artefact directory; returns the manifest."""
+    """Write ``model`` (with its own spec) as a new artefact directory; returns the manifest.
+
+    Artefacts are immutable: a version names one set of bytes, so a complete artefact (one
+    with a manifest) is never replaced. Files left by an interrupted write, which no reader
+    accepts, are written over.
+    """
     fs, path = _filesystem(location)
     manifest_path = f"{path}/{MANIFEST}"
-    exists = fs.get_file_info(manifest_path).type != pafs.FileType.NotFound
-    if exists and not overwrite:
-        raise _refused(path, "already exists (pass overwrite=True to replace it)")
+    if artifact_exists(location):
+        raise _refused(path, "already exists; artefacts are written once")
     spec = model.spec
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     contents = {
@@ -107,8 +110,6 @@ def save_model(
         METRICS: _json_bytes(dict(metrics or {})),
     }
     fs.create_dir(path, recursive=True)
-    if exists:  # readers see an incomplete artefact, never old manifest + new files
-        fs.delete_file(manifest_path)
     for name, data in contents.items():
         with fs.open_output_stream(f"{path}/{name}") as stream:
             stream.write(data)
@@ -122,6 +123,12 @@ def save_model(
     with fs.open_output_stream(manifest_path) as stream:
         stream.write(_json_bytes(manifest))
     return manifest
+
+
+def artifact_exists(location: str | Path) -> bool:
+    """Whether a complete artefact (its manifest, written last) is at ``location``."""
+    fs, path = _filesystem(location)
+    return fs.get_file_info(f"{path}/{MANIFEST}").type != pafs.FileType.NotFound
 
 
 def read_manifest(location: str | Path) -> dict[str, Any]:

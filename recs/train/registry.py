@@ -1,8 +1,14 @@
 """The model registry (Delta table ``model_registry``) and the promotion gate.
 
 A model is promoted only if its validation AUC clears the floor and is not worse than the
-currently promoted model's AUC *on the same validation day* by more than the tolerance.
-Scoring always uses the newest promoted row.
+model promoted as of that day, measured *on the same validation day*, by more than the
+tolerance.
+
+Point in time: the model for date D is the promoted row with the latest
+``validation_date <= D`` (ties: the latest ``trained_at``), for scoring and for the gate's
+incumbent alike. A rerun or backfill of D therefore never sees a model trained on later
+days. ``artifact_path`` is stored relative to the lakehouse root, so a copied or restored
+lakehouse is self-contained.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pyspark.sql import functions as F
 
 from recs.config import Config
 from recs.schemas import table_schema
-from recs.tables import append_rows, read_table, table_exists, table_path
+from recs.tables import append_rows, lakehouse_root, read_table, table_exists, table_path
 
 
 @dataclass(frozen=True)
@@ -45,16 +51,34 @@ def registry_exists(spark: SparkSession, cfg: Config) -> bool:
     return table_exists(spark, table_path(cfg, "model_registry"))
 
 
-def promoted_model(spark: SparkSession, cfg: Config) -> Row | None:
-    """The most recently promoted model's registry row (status history is append-only)."""
+def promoted_model(spark: SparkSession, cfg: Config, as_of: dt.date | None = None) -> Row | None:
+    """The model that serves ``as_of``: promoted, validated on or before it, latest such.
+
+    ``as_of=None`` means "whatever is newest", which only status displays should ask for.
+    """
     if not registry_exists(spark, cfg):
         return None
-    rows = read_table(spark, cfg, "model_registry")
-    return (
-        rows.where("status = 'promoted'")
-        .orderBy(F.col("trained_at").desc(), F.col("model_version").desc())
-        .first()
-    )
+    rows = read_table(spark, cfg, "model_registry").where("status = 'promoted'")
+    if as_of is not None:
+        rows = rows.where(F.col("validation_date") <= F.lit(as_of))
+    return rows.orderBy(
+        F.col("validation_date").desc(), F.col("trained_at").desc(), F.col("model_version").desc()
+    ).first()
+
+
+def artifact_location(cfg: Config, stored: str) -> str:
+    """Where a registry row's artefact lives: stored paths are relative to the lakehouse root.
+
+    Rows written before paths were relative hold absolute paths or URIs; those are kept.
+    """
+    if "://" in stored or stored.startswith("/"):
+        return stored
+    return f"{lakehouse_root(cfg)}/{stored}"
+
+
+def model_dir(version: str) -> str:
+    """An artefact's path relative to the lakehouse root."""
+    return f"models/{version}"
 
 
 def record_model(
