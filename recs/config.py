@@ -33,6 +33,9 @@ class SparkConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     allowed_lateness_hours: int
+    max_line_bytes: int
+    max_bad_fraction: float
+    min_volume_ratio: float
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class ScoreConfig:
     frequency_cap: int
     batch_size: int
     threads_per_task: int
+    user_retention_days: int
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,62 @@ _CHOICES = {
     "train.schedule": {"daily", "weekly", "never"},
     "train.device": {"auto", "cpu", "cuda"},
 }
+
+
+# Valid ranges (inclusive; None = unbounded) for numeric keys; list keys apply to each element.
+# A value outside them would not fail, it would quietly write wrong or empty tables.
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "spark.shuffle_partitions": (1, None),
+    "ingest.allowed_lateness_hours": (0, 7 * 24),
+    "ingest.max_line_bytes": (1024, None),
+    "ingest.max_bad_fraction": (0, 1),
+    "ingest.min_volume_ratio": (0, 1),
+    "features.recent_items": (1, None),
+    "features.top_categories": (1, None),
+    "features.ctr_prior_impressions": (0, None),
+    "features.negatives_per_positive": (1, None),
+    "features.negative_sampling_power": (0, 2),
+    "train.window_days": (2, None),
+    "train.epochs": (1, None),
+    "train.batch_size": (1, None),
+    "train.learning_rate": (1e-12, None),
+    "train.embedding_learning_rate": (1e-12, None),
+    "train.bottom_mlp": (1, None),
+    "train.top_mlp": (1, None),
+    "train.shuffle_buffer": (0, None),
+    "train.patience": (0, None),
+    "train.auc_floor": (0, None),  # above 1 promotes nothing: the serving model stays frozen
+    "train.auc_tolerance": (0, 1),
+    "train.processes": (1, None),
+    "score.k": (1, None),
+    "score.ads_per_user": (0, None),
+    "score.max_per_category": (0, None),
+    "score.bought_window_days": (1, None),
+    "score.recent_days": (1, None),
+    "score.recent_cap": (0, None),
+    "score.covisit_days": (1, None),
+    "score.covisit_neighbours": (0, None),
+    "score.covisit_max_items_per_session": (2, None),
+    "score.category_popular_cap": (0, None),
+    "score.global_popular_cap": (0, None),
+    "score.frequency_cap": (1, None),
+    "score.batch_size": (1, None),
+    "score.threads_per_task": (1, None),
+    "score.user_retention_days": (1, None),
+    "evaluate.ks": (1, None),
+}
+_NON_EMPTY = {"train.bottom_mlp", "train.top_mlp", "evaluate.ks"}
+
+
+def _check_range(key: str, value: Any) -> None:
+    """Refuse a value outside its key's range, naming the key and the range."""
+    lo, hi = _RANGES.get(key, (None, None))
+    if key in _NON_EMPTY and not value:
+        raise ConfigError(f"config key {key!r} must not be empty")
+    for v in value if isinstance(value, list) else [value]:
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            want = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ConfigError(f"config key {key!r}: {v!r} is out of range (must be {want})")
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
@@ -167,6 +227,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             kwargs[name] = _build(typ, data[name], f"{key}.")
         else:
             kwargs[name] = _coerce(key, data[name], typ)
+            _check_range(key, kwargs[name])
             choices = _CHOICES.get(key)
             if choices and kwargs[name] not in choices:
                 raise ConfigError(f"config key {key!r}: {kwargs[name]!r} is not one of {sorted(choices)}")

@@ -1,7 +1,7 @@
 """Errors an operator can act on; the CLI prints them as one line instead of a traceback."""
 
 from recs.config import ConfigError
-from recs.ingest import CountMismatchError, MissingInputError
+from recs.ingest import CountMismatchError, FeedRejectedError, MissingInputError
 from recs.tables import MissingTableError
 from recs.train import TrainingDataError
 from recs.train.artifacts import ArtifactError
@@ -11,6 +11,7 @@ KNOWN_ERRORS: tuple[type[Exception], ...] = (
     MissingInputError,
     MissingTableError,
     CountMismatchError,
+    FeedRejectedError,
     TrainingDataError,
     ArtifactError,
 )

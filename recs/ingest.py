@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import statistics
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
@@ -20,7 +22,7 @@ from pyspark.sql.window import Window
 from recs.config import Config
 from recs.ledger import record_step
 from recs.schemas import raw_doc, raw_schema
-from recs.tables import last_commit_rows, replace_partition
+from recs.tables import committed_rows, read_range, replace_partition, table_exists, table_path
 
 log = logging.getLogger("recs")
 
@@ -36,6 +38,10 @@ class MissingInputError(FileNotFoundError):
 
 class CountMismatchError(RuntimeError):
     """read != written + quarantined + duplicates: something was lost or invented."""
+
+
+class FeedRejectedError(ValueError):
+    """A feed is empty, mostly bad, or far below its usual volume: the night must not use it."""
 
 
 @dataclass(frozen=True)
@@ -57,39 +63,76 @@ def raw_partition(cfg: Config, feed: str, date: dt.date) -> str:
     return f"{cfg.raw.rstrip('/')}/{feed}/dt={date.isoformat()}"
 
 
-def require_input(spark: SparkSession, path: str) -> None:
-    """Fail with the path in the message when a raw partition is absent or empty."""
+def input_files(spark: SparkSession, path: str) -> list[str] | None:
+    """The data files of a raw partition (None when the folder does not exist)."""
     jvm = spark.sparkContext._jvm
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     if not fs.exists(hpath):
-        raise MissingInputError(f"raw input partition not found: {path}")
-    files = [
-        s for s in fs.listStatus(hpath) if s.isFile() and not s.getPath().getName().startswith((".", "_"))
+        return None
+    return [
+        str(s.getPath())
+        for s in fs.listStatus(hpath)
+        if s.isFile() and not s.getPath().getName().startswith((".", "_"))
     ]
+
+
+def require_input(spark: SparkSession, path: str) -> None:
+    """Fail with the path in the message when a raw partition is absent or empty."""
+    files = input_files(spark, path)
+    if files is None:
+        raise MissingInputError(f"raw input partition not found: {path}")
     if not files:
         raise MissingInputError(f"raw input partition has no files: {path}")
 
 
-def read_lines(spark: SparkSession, path: str) -> DataFrame:
-    """Non-blank raw lines with the file each came from."""
-    return (
-        spark.read.text(path)
-        .select(F.col("value").alias("raw"), F.col("_metadata.file_path").alias("source_file"))
-        .where(F.trim("raw") != "")
+def read_lines(spark: SparkSession, path: str | None) -> DataFrame:
+    """Every raw line, blank ones included (they are counted and quarantined), with its file.
+
+    ``raw`` keeps the line's bytes as read (Spark does not validate UTF-8 here), so a line
+    that is not UTF-8 can be quarantined with its exact bytes. ``path=None`` (an optional
+    feed that was not delivered) gives no lines.
+    """
+    if path is None:
+        return spark.createDataFrame([], "raw string, source_file string")
+    return spark.read.text(path).select(
+        F.col("value").alias("raw"), F.col("_metadata.file_path").alias("source_file")
     )
 
 
-def parse_json(lines: DataFrame, schema: T.StructType) -> DataFrame:
-    """Parse each line against ``schema``; unparseable lines keep null fields and ``malformed`` set."""
+def parse_json(lines: DataFrame, schema: T.StructType, max_line_bytes: int) -> DataFrame:
+    """Parse each line against ``schema``; unparseable lines keep null fields and ``malformed`` set.
+
+    Lines over ``max_line_bytes`` are not parsed at all (``too_long``): one runaway record
+    must not cost the parser gigabytes.
+    """
     with_corrupt = T.StructType([*schema.fields, T.StructField(CORRUPT, T.StringType())])
-    parsed = F.from_json("raw", with_corrupt, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT})
-    return lines.select("raw", "source_file", parsed.alias("r")).select(
+    too_long = F.octet_length("raw") > max_line_bytes
+    utf8 = F.is_valid_utf8("raw")
+    text = F.when(~too_long & utf8, F.col("raw"))
+    parsed = F.from_json(text, with_corrupt, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT})
+    selected = lines.select(
+        "raw", "source_file", too_long.alias("too_long"), (~utf8).alias("not_utf8"), parsed.alias("r")
+    )
+    return selected.select(
         "raw",
         "source_file",
         *[F.col(f"r.{f.name}").alias(f.name) for f in schema.fields],
+        "too_long",
+        "not_utf8",
+        (F.trim("raw") == "").alias("blank"),
         (F.col("r").isNull() | F.col(f"r.{CORRUPT}").isNotNull()).alias("malformed"),
     )
+
+
+def line_checks() -> list[tuple[Column, str]]:
+    """Checks every feed starts with, before any field is looked at."""
+    return [
+        (F.col("not_utf8"), "invalid_utf8"),
+        (F.col("blank"), "blank_line"),
+        (F.col("too_long"), "line_too_long"),
+        (F.col("malformed"), "malformed_json"),
+    ]
 
 
 def first_failure(checks: list[tuple[Column, str]]) -> Column:
@@ -110,7 +153,7 @@ def validate_events(parsed: DataFrame, date: dt.date, lateness_hours: int) -> Da
     end = dt.datetime.combine(date + dt.timedelta(days=1), dt.time())
     ts = F.try_to_timestamp(F.col("event_time"))
     checks = [
-        (F.col("malformed"), "malformed_json"),
+        *line_checks(),
         (blank("event_id"), "missing_event_id"),
         (blank("user_id"), "missing_user_id"),
         (blank("event_type"), "missing_event_type"),
@@ -126,15 +169,35 @@ def validate_events(parsed: DataFrame, date: dt.date, lateness_hours: int) -> Da
 
 
 def mark_duplicates(df: DataFrame, key: str, order: list[str]) -> DataFrame:
-    """Flag every valid row but one per ``key`` (deterministic: first by ``order``, then raw text)."""
-    w = Window.partitionBy(key).orderBy(*[F.col(c).asc_nulls_last() for c in order], F.col("raw"))
-    n = F.when(F.col("reason").isNull(), F.row_number().over(w))
+    """Flag every valid row but one per ``key`` (deterministic: first by ``order``, then raw text).
+
+    Only valid rows compete: an invalid twin goes to quarantine and never displaces a valid copy.
+    """
+    valid = F.col("reason").isNull()
+    w = Window.partitionBy(key, valid).orderBy(*[F.col(c).asc_nulls_last() for c in order], F.col("raw"))
+    n = F.when(valid, F.row_number().over(w))
     return df.withColumn("duplicate", F.coalesce(n > 1, F.lit(False)))
+
+
+def mark_already_stored(events: DataFrame, stored_ids: DataFrame) -> DataFrame:
+    """Flag valid events whose ``event_id`` an earlier day already stored as duplicates.
+
+    A late event may arrive in D-1's files and again in D's; keeping both would count it
+    twice in rollups and labels. ``stored_ids`` holds the event ids of the earlier days
+    inside the lateness window.
+    """
+    seen = stored_ids.select("event_id", F.lit(True).alias("_seen")).distinct()
+    again = F.col("reason").isNull() & F.coalesce(F.col("_seen"), F.lit(False))
+    return (
+        events.join(seen, "event_id", "left")
+        .withColumn("duplicate", F.col("duplicate") | again)
+        .drop("_seen")
+    )
 
 
 def classify_catalog(parsed: DataFrame) -> DataFrame:
     checks = [
-        (F.col("malformed"), "malformed_json"),
+        *line_checks(),
         (blank("item_id"), "missing_item_id"),
         (F.col("price") < 0, "negative_price"),
         (F.col("created_date").isNotNull() & F.try_to_date("created_date").isNull(), "bad_created_date"),
@@ -145,7 +208,7 @@ def classify_catalog(parsed: DataFrame) -> DataFrame:
 def classify_ads(parsed: DataFrame) -> DataFrame:
     bad_date = [F.col(c).isNotNull() & F.try_to_date(c).isNull() for c in ("start_date", "end_date")]
     checks = [
-        (F.col("malformed"), "malformed_json"),
+        *line_checks(),
         (blank("ad_id"), "missing_ad_id"),
         (F.col("bid").isNull() | (F.col("bid") < 0), "bad_bid"),
         (~F.lower("status").isin(*AD_STATUSES) | F.col("status").isNull(), "unknown_status"),
@@ -155,12 +218,15 @@ def classify_ads(parsed: DataFrame) -> DataFrame:
 
 
 def outcome_counts(classified: DataFrame) -> FeedCounts:
+    """Each outcome counted on its own, so ``FeedCounts.check`` can catch a row in two or none."""
+    valid = F.col("reason").isNull()
     row = classified.agg(
         F.count(F.lit(1)).alias("read"),
-        F.count_if(F.col("reason").isNotNull()).alias("quarantined"),
+        F.count_if(valid & ~F.col("duplicate")).alias("written"),
+        F.count_if(~valid).alias("quarantined"),
         F.count_if(F.col("duplicate")).alias("duplicates"),
     ).first()
-    return FeedCounts(row.read, row.read - row.quarantined - row.duplicates, row.quarantined, row.duplicates)
+    return FeedCounts(row.read, row.written, row.quarantined, row.duplicates)
 
 
 def valid_rows(classified: DataFrame) -> DataFrame:
@@ -168,9 +234,11 @@ def valid_rows(classified: DataFrame) -> DataFrame:
 
 
 def quarantined_rows(classified: DataFrame, source: str, run_id: str, date: dt.date) -> DataFrame:
+    """Rejected lines with their reason; a line that is not UTF-8 also keeps its exact bytes."""
     return classified.where(F.col("reason").isNotNull()).select(
         F.lit(source).alias("source"),
-        "raw",
+        F.make_valid_utf8("raw").alias("raw"),
+        F.when(F.col("not_utf8"), F.base64(F.col("raw").cast("binary"))).alias("raw_base64"),
         "reason",
         "source_file",
         F.lit(run_id).alias("run_id"),
@@ -213,43 +281,136 @@ def ads_table_rows(valid: DataFrame, date: dt.date) -> DataFrame:
     )
 
 
-def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, FeedCounts]:
-    """Ingest the raw events, catalog and ads of ``date``; returns the counts per feed."""
-    paths = {feed: raw_partition(cfg, feed, date) for feed in ("events", "catalog", "ads")}
-    with record_step(spark, cfg, "ingest", date) as step:
-        for path in paths.values():
-            require_input(spark, path)
-        events = validate_events(
-            parse_json(read_lines(spark, paths["events"]), raw_schema("events")),
-            date,
-            cfg.ingest.allowed_lateness_hours,
+def stored_event_ids(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame | None:
+    """Event ids stored for the earlier days that a late event of ``date`` could also be in."""
+    days = math.ceil(cfg.ingest.allowed_lateness_hours / 24)
+    if days == 0 or not table_exists(spark, table_path(cfg, "events")):
+        return None
+    return read_range(spark, cfg, "events", date - dt.timedelta(days=days), date - dt.timedelta(days=1))
+
+
+def classify_feeds(
+    spark: SparkSession, cfg: Config, paths: dict[str, str | None], date: dt.date
+) -> dict[str, DataFrame]:
+    """Each feed's raw lines with ``reason`` (null = valid) and ``duplicate`` set."""
+    max_bytes = cfg.ingest.max_line_bytes
+    events = validate_events(
+        parse_json(read_lines(spark, paths["events"]), raw_schema("events"), max_bytes),
+        date,
+        cfg.ingest.allowed_lateness_hours,
+    )
+    events = mark_duplicates(events, "event_id", ["event_time"])
+    earlier = stored_event_ids(spark, cfg, date)
+    if earlier is not None:
+        events = mark_already_stored(events, earlier)
+    catalog = parse_json(read_lines(spark, paths["catalog"]), raw_schema("catalog"), max_bytes)
+    ads = parse_json(read_lines(spark, paths.get("ads")), raw_schema("ads"), max_bytes)
+    return {"events": events, "catalog": classify_catalog(catalog), "ads": classify_ads(ads)}
+
+
+FEEDS = ("events", "catalog", "ads")
+REQUIRED_FEEDS = ("events", "catalog")  # ads are optional: a shop may run no ads at all
+VOLUME_HISTORY_DAYS = 7
+TARGETS = {"events": "events", "catalog": "items", "ads": "ads"}
+BUILDERS = {"events": events_table_rows, "catalog": items_table_rows, "ads": ads_table_rows}
+
+
+def recent_event_counts(spark: SparkSession, cfg: Config, date: dt.date) -> list[int]:
+    """Valid events written on each of the 7 days before ``date``, from the ledger (no table scan)."""
+    from recs.ledger import latest_runs
+
+    latest = latest_runs(spark, cfg)
+    if latest is None:
+        return []
+    start = date - dt.timedelta(days=VOLUME_HISTORY_DAYS)
+    rows = (
+        latest.where(
+            (F.col("step") == "ingest")
+            & (F.col("status") == "succeeded")
+            & F.col("run_date").between(F.lit(start), F.lit(date - dt.timedelta(days=1)))
         )
-        classified = {
-            "events": mark_duplicates(events, "event_id", ["event_time"]),
-            "catalog": classify_catalog(
-                parse_json(read_lines(spark, paths["catalog"]), raw_schema("catalog"))
-            ),
-            "ads": classify_ads(parse_json(read_lines(spark, paths["ads"]), raw_schema("ads"))),
-        }
+        .select(F.col("row_counts")["events_written"].alias("n"))
+        .collect()
+    )  # at most 7 rows
+    return [r.n for r in rows if r.n is not None]
+
+
+def check_feeds(
+    counts: dict[str, FeedCounts], paths: dict[str, str | None], cfg: Config, history: list[int]
+) -> None:
+    """Refuse a day whose feeds cannot make a sound night, naming the feed, the figure and the limit.
+
+    Events and the catalog need valid rows; no feed may have more than
+    ``ingest.max_bad_fraction`` of its lines quarantined; the day's valid events may not fall
+    below ``ingest.min_volume_ratio`` of the median of the last 7 ingested days (3 needed).
+    """
+    limit = cfg.ingest.max_bad_fraction
+    for feed in REQUIRED_FEEDS:
+        c = counts[feed]
+        if c.written == 0:
+            raise FeedRejectedError(
+                f"{feed} feed {paths[feed]} has no valid rows (read {c.read} lines, quarantined "
+                f"{c.quarantined}); see events_quarantine for the reasons"
+            )
+    for feed, c in counts.items():
+        if c.read and c.quarantined / c.read > limit:
+            raise FeedRejectedError(
+                f"{feed} feed {paths[feed]}: {c.quarantined} of {c.read} lines quarantined "
+                f"({c.quarantined / c.read:.1%}), more than ingest.max_bad_fraction = {limit:.1%}"
+            )
+    ratio = cfg.ingest.min_volume_ratio
+    if ratio > 0 and len(history) >= 3:
+        usual = statistics.median(history)
+        if counts["events"].written < ratio * usual:
+            raise FeedRejectedError(
+                f"events feed {paths['events']}: {counts['events'].written} valid events, below "
+                f"ingest.min_volume_ratio = {ratio} of the last {len(history)} days' median ({usual:.0f})"
+            )
+
+
+def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, FeedCounts]:
+    """Ingest the raw events, catalog and ads of ``date``; returns the counts per feed.
+
+    The quarantine is written first, so rejected rows and their reasons are kept even when a
+    later write fails. Each feed's written count is checked against its own Delta commit.
+    """
+    paths: dict[str, str | None] = {feed: raw_partition(cfg, feed, date) for feed in FEEDS}
+    with record_step(spark, cfg, "ingest", date) as step:
+        for feed in REQUIRED_FEEDS:
+            require_input(spark, paths[feed])
+        if not input_files(spark, paths["ads"]):  # a shop without ads: no ad rows, nothing else changes
+            log.info("ingest %s: no ads feed at %s; the day has no ads", date, paths["ads"])
+            step.details["ads_feed"] = "absent"
+            paths["ads"] = None
+        classified = classify_feeds(spark, cfg, paths, date)
         for df in classified.values():
             df.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             counts = {feed: outcome_counts(df) for feed, df in classified.items()}
-            targets = {"events": "events", "catalog": "items", "ads": "ads"}
-            builders = {"events": events_table_rows, "catalog": items_table_rows, "ads": ads_table_rows}
+            for feed, c in counts.items():
+                c.check(feed)
             quarantine = None
             for feed, df in classified.items():
-                replace_partition(builders[feed](valid_rows(df), date), cfg, targets[feed], date)
-                written = last_commit_rows(spark, cfg, targets[feed])
-                c = counts[feed]
-                if written != c.written:
-                    raise CountMismatchError(
-                        f"{feed}: classified {c.written} valid rows, Delta wrote {written}"
-                    )
-                c.check(feed)
                 q = quarantined_rows(df, feed, step.run_id, date)
                 quarantine = q if quarantine is None else quarantine.unionByName(q)
-            replace_partition(quarantine, cfg, "events_quarantine", date)
+            tag = f"recs-ingest-{step.run_id}"
+            # The quarantine first: rejected rows and their reasons are kept even when the day is refused.
+            replace_partition(quarantine, cfg, "events_quarantine", date, tag=tag)
+            step.details["tables_written"] = ["events_quarantine"]
+            quarantined = committed_rows(spark, cfg, "events_quarantine", tag)
+            expected = sum(c.quarantined for c in counts.values())
+            if quarantined != expected:
+                raise CountMismatchError(f"quarantine: classified {expected} rows, Delta wrote {quarantined}")
+            # Refused feeds replace nothing: readers keep whatever D held before.
+            check_feeds(counts, paths, cfg, recent_event_counts(spark, cfg, date))
+            for feed, df in classified.items():
+                replace_partition(BUILDERS[feed](valid_rows(df), date), cfg, TARGETS[feed], date, tag=tag)
+                step.details["tables_written"].append(TARGETS[feed])
+                written = committed_rows(spark, cfg, TARGETS[feed], tag)
+                if written != counts[feed].written:
+                    raise CountMismatchError(
+                        f"{feed}: classified {counts[feed].written} valid rows, Delta wrote {written}"
+                    )
             reasons = (
                 classified["events"].where(F.col("reason").isNotNull()).groupBy("reason").count().collect()
             )

@@ -8,6 +8,7 @@ rows, other dates are untouched, and a crash mid-write leaves the previous versi
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -20,8 +21,16 @@ class MissingTableError(RuntimeError):
     """A stage needs a table (or a date of it) that an earlier stage has not written."""
 
 
+def lakehouse_root(cfg: Config) -> str:
+    """The lakehouse as an absolute URI: a relative local path means nothing on an executor."""
+    root = cfg.lakehouse.rstrip("/")
+    if "://" in root:
+        return root
+    return str(Path(root).resolve())
+
+
 def table_path(cfg: Config, name: str) -> str:
-    return f"{cfg.lakehouse.rstrip('/')}/{name}"
+    return f"{lakehouse_root(cfg)}/{name}"
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:
@@ -54,30 +63,48 @@ def read_range(spark: SparkSession, cfg: Config, name: str, start: dt.date, end:
     return read_table(spark, cfg, name).where(F.col(part).between(F.lit(start), F.lit(end)))
 
 
-def replace_partition(df: DataFrame, cfg: Config, name: str, date: dt.date) -> None:
-    """Atomically replace table ``name``'s partition for ``date`` with ``df`` (conformed to the schema)."""
+def replace_partition(
+    df: DataFrame, cfg: Config, name: str, date: dt.date, *, tag: str | None = None
+) -> None:
+    """Atomically replace table ``name``'s partition for ``date`` with ``df`` (conformed to the schema).
+
+    ``tag`` is stored as the commit's ``userMetadata`` so ``committed_rows`` can find this
+    very commit later, whatever other writers committed meanwhile.
+    """
     part = partition_column(name)
     if part is None:
         raise ValueError(f"table {name!r} is not partitioned; use append_rows")
     out = conform(df, name)
-    (
+    writer = (
         out.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", f"{part} = DATE'{date.isoformat()}'")
+        # New nullable columns in schemas/ extend an existing table instead of failing the write.
+        .option("mergeSchema", "true")
         .partitionBy(part)
-        .save(table_path(cfg, name))
     )
+    if tag is not None:
+        writer = writer.option("userMetadata", tag)
+    writer.save(table_path(cfg, name))
+
+
+def committed_rows(spark: SparkSession, cfg: Config, name: str, tag: str, *, search: int = 100) -> int:
+    """Rows written by the commit tagged ``tag`` (see ``replace_partition``), from Delta's metrics.
+
+    Writing no rows where the partition held none makes no commit at all, and a commit that
+    wrote no file has no ``numOutputRows``: both are 0 rows, not a missing count.
+    """
+    from delta.tables import DeltaTable
+
+    if not table_exists(spark, table_path(cfg, name)):
+        return 0
+    history = DeltaTable.forPath(spark, table_path(cfg, name)).history(search)
+    found = history.where(F.col("userMetadata") == tag).select("operationMetrics").first()
+    return 0 if found is None else int((found[0] or {}).get("numOutputRows", 0))
 
 
 def append_rows(df: DataFrame, cfg: Config, name: str) -> None:
     """Append to an unpartitioned ledger-style table (pipeline_runs, model_registry)."""
-    conform(df, name).write.format("delta").mode("append").save(table_path(cfg, name))
-
-
-def last_commit_rows(spark: SparkSession, cfg: Config, name: str) -> int:
-    """Rows the table's latest Delta commit wrote, from its operation metrics (no recount)."""
-    from delta.tables import DeltaTable
-
-    history = DeltaTable.forPath(spark, table_path(cfg, name)).history(1)
-    metrics = history.select("operationMetrics").first()[0] or {}
-    return int(metrics.get("numOutputRows", 0))
+    conform(df, name).write.format("delta").mode("append").option("mergeSchema", "true").save(
+        table_path(cfg, name)
+    )

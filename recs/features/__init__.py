@@ -83,12 +83,14 @@ def user_item_as_of(spark: SparkSession, cfg: Config, pairs: DataFrame, as_of: d
     )
 
 
-def write_rollups(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
+def write_rollups(spark: SparkSession, cfg: Config, date: dt.date, tag: str) -> dict[str, int]:
     from recs.features import rollups as R
-    from recs.tables import last_commit_rows, read_date, replace_partition
+    from recs.tables import committed_rows, read_date, read_range, replace_partition
 
     items = read_date(spark, cfg, "items", date)
-    events = R.with_item_of_ads(read_date(spark, cfg, "events", date), read_date(spark, cfg, "ads", date))
+    # Ads are optional: a shop without them has an empty ads partition, and no ad events.
+    ads = read_range(spark, cfg, "ads", date, date)
+    events = R.with_item_of_ads(read_date(spark, cfg, "events", date), ads)
     events.persist(StorageLevel.MEMORY_AND_DISK)  # one day, read by all four rollups
     frames = {
         "user_daily": R.user_daily(events, date),
@@ -98,8 +100,8 @@ def write_rollups(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, 
     }
     counts = {}
     for name, df in frames.items():
-        replace_partition(df, cfg, name, date)
-        counts[name] = last_commit_rows(spark, cfg, name)
+        replace_partition(df, cfg, name, date, tag=tag)
+        counts[name] = committed_rows(spark, cfg, name, tag)
     events.unpersist()
     return counts
 
@@ -119,6 +121,7 @@ def training_examples(
         read_date(spark, cfg, "events", date),
         ads_as_of,
         items,
+        users,
         per_positive=cfg.features.negatives_per_positive,
         power=cfg.features.negative_sampling_power,
         seed=cfg.features.seed,
@@ -147,22 +150,23 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
     from recs.features.inputs import collision_rates
     from recs.features.spec import load_spec
     from recs.ledger import record_step
-    from recs.tables import last_commit_rows, replace_partition, table_path
+    from recs.tables import committed_rows, replace_partition, table_path
 
     spec = load_spec()
     with record_step(spark, cfg, "features", date) as step:
-        step.counts.update({f"{k}_rows": v for k, v in write_rollups(spark, cfg, date).items()})
+        tag = f"recs-features-{step.run_id}"
+        step.counts.update({f"{k}_rows": v for k, v in write_rollups(spark, cfg, date, tag).items()})
         users, items = features_as_of(spark, cfg, date)
-        replace_partition(users, cfg, "user_features", date)
-        step.counts["user_features_rows"] = last_commit_rows(spark, cfg, "user_features")
-        replace_partition(items, cfg, "item_features", date)
-        step.counts["item_features_rows"] = last_commit_rows(spark, cfg, "item_features")
+        replace_partition(users, cfg, "user_features", date, tag=tag)
+        step.counts["user_features_rows"] = committed_rows(spark, cfg, "user_features", tag)
+        replace_partition(items, cfg, "item_features", date, tag=tag)
+        step.counts["item_features_rows"] = committed_rows(spark, cfg, "item_features", tag)
 
         frame, examples = training_examples(spark, cfg, date, spec)
         # Kept for the collision statistics below, which would otherwise rebuild the whole join.
         frame.persist(StorageLevel.MEMORY_AND_DISK)
-        replace_partition(canonical_order(examples, cfg), cfg, "training_examples", date)
-        step.counts["training_examples_rows"] = last_commit_rows(spark, cfg, "training_examples")
+        replace_partition(canonical_order(examples, cfg), cfg, "training_examples", date, tag=tag)
+        step.counts["training_examples_rows"] = committed_rows(spark, cfg, "training_examples", tag)
         written = spark.read.format("delta").load(table_path(cfg, "training_examples"))
         by_source = written.where(F.col("label_date") == F.lit(date)).groupBy("source").count().collect()
         step.details["examples_by_source"] = {r.source: r["count"] for r in by_source}
