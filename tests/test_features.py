@@ -101,3 +101,60 @@ def test_events_on_the_label_day_change_no_feature_of_its_examples(spark, pipeli
     assert changed.count() == 0
     new_positives = after.where((F.col("user_id") == user) & F.col("item_id").isin(fresh))
     assert new_positives.where("source = 'positive'").count() == len(fresh)
+
+
+def rank_auc(labels: list[float], scores: list[float]) -> float:
+    """Mann-Whitney AUC with ties counted half: the textbook definition, written out."""
+    pos = [s for s, y in zip(scores, labels, strict=True) if y == 1]
+    neg = [s for s, y in zip(scores, labels, strict=True) if y == 0]
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_context_is_the_request_context_so_it_cannot_give_the_label_away(spark):
+    """Positives are logged on product_page, a surface impressions never use.
+
+    If an example took its context from the label event, the surface alone would separate
+    positives from negatives (AUC 1); taken from the impression that led to it, it carries
+    no label information (AUC about 0.5).
+    """
+    import random
+
+    from recs.features.examples import label_rows
+
+    day = dt.date(2026, 4, 2)
+    rng = random.Random(3)
+    events, users = [], []
+    for u in range(60):
+        user = f"u{u}"
+        users.append((user, "mobile", "US", 9))
+        for i in range(8):
+            item, surface, hour = f"i{i}", rng.choice(["home", "search"]), rng.randrange(24)
+            t = dt.datetime(2026, 4, 2, hour, 0)
+            events.append((f"{user}-imp-{i}", user, "impression", item, surface, "mobile", "US", t))
+            if rng.random() < 0.3:  # clicked through: the view is logged on the product page
+                seen = t + dt.timedelta(minutes=1)
+                events.append((f"{user}-view-{i}", user, "view", item, "product_page", "mobile", "US", seen))
+    day_events = spark.createDataFrame(
+        events,
+        "event_id string, user_id string, event_type string, item_id string, surface string, "
+        "device string, country string, event_time timestamp",
+    ).withColumn("ad_id", F.lit(None).cast("string"))
+    user_features = spark.createDataFrame(
+        users, "user_id string, device string, country string, top_hour int"
+    )
+    item_features = spark.createDataFrame(
+        [(f"i{i}", True, 1, 1, 1) for i in range(8)],
+        "item_id string, in_stock boolean, views_28d long, clicks_28d long, impressions_28d long",
+    )
+    ads = spark.createDataFrame([], "ad_id string, item_id string")
+
+    rows = label_rows(day_events, ads, item_features, user_features, per_positive=1, seed=1, date=day).where(
+        F.col("source").isin("positive", "impression")
+    )
+    got = rows.select("label", "context__surface").toPandas()
+
+    assert set(got["context__surface"]) == {"home", "search"}
+    share = got.groupby("context__surface")["label"].mean()  # in-sample target encoding
+    auc = rank_auc(got["label"].tolist(), got["context__surface"].map(share).tolist())
+    assert got["label"].sum() > 100 and abs(auc - 0.5) < 0.06, auc

@@ -27,7 +27,7 @@ def recs_last(spark, pipeline):
 
 def test_the_last_night_was_ranked_by_a_promoted_model(spark, pipeline, recs_last):
     cfg, _ = pipeline
-    model = load_promoted(spark, cfg)
+    model = load_promoted(spark, cfg, LAST)
     assert model is not None
     _, recs = recs_last
     assert {r.model_version for r in recs.select("model_version").distinct().collect()} == {model.version}
@@ -80,27 +80,11 @@ def test_scores_do_not_increase_with_rank(recs_last):
     assert rows["score"].between(0.0, 1.0).all()
 
 
-def test_ads_respect_dates_status_targeting_budget_and_frequency_cap(spark, pipeline):
+def test_ad_candidates_are_capped_ranked_by_ecpm_and_respect_the_frequency_cap(spark, pipeline):
+    """Structure of the written table; the eligibility rules have their own hand-made test below."""
     cfg, _ = pipeline
     out = read_date(spark, cfg, "ad_candidates", LAST)
     assert out.count() > 0
-    ads = read_date(spark, cfg, "ads", LAST).drop("item_id", "campaign_id", "bid")
-    users = read_date(spark, cfg, "user_features", LAST).select("user_id", "country", "top_categories")
-    joined = out.join(ads, "ad_id").join(users, "user_id")
-    assert joined.count() == out.count()
-    d = F.lit(LAST)
-    violations = joined.where(
-        (F.col("status") != "active")
-        | (F.col("start_date") > d)
-        | (F.col("end_date") < d)
-        | (F.col("daily_budget") - F.coalesce("spend_today", F.lit(0.0)) <= 0)
-        | ~((F.size("target_countries") == 0) | F.array_contains("target_countries", F.col("country")))
-        | ~(
-            (F.size("target_categories") == 0)
-            | F.coalesce(F.arrays_overlap("target_categories", "top_categories"), F.lit(False))
-        )
-    )
-    assert violations.count() == 0
     shown = (
         read_range(spark, cfg, "events", LAST - dt.timedelta(days=FREQUENCY_DAYS - 1), LAST)
         .where("event_type = 'ad_impression'")
@@ -108,15 +92,133 @@ def test_ads_respect_dates_status_targeting_budget_and_frequency_cap(spark, pipe
         .count()
         .where(F.col("count") >= cfg.score.frequency_cap)
     )
+    assert shown.count() > 0
     assert out.join(shown, ["user_id", "ad_id"]).count() == 0
     assert out.where(F.abs(F.col("ecpm") - F.col("pctr") * F.col("bid")) > 1e-12).count() == 0
-    per_user = out.groupBy("user_id").agg(F.max("rank").alias("hi"), F.count(F.lit(1)).alias("n"))
-    assert per_user.where((F.col("hi") != F.col("n")) | (F.col("n") > cfg.score.ads_per_user)).count() == 0
+    rows = out.select("user_id", "rank", "ecpm").toPandas().sort_values(["user_id", "rank"])
+    for _, g in rows.groupby("user_id"):
+        assert list(g["rank"]) == list(range(1, len(g) + 1)) and len(g) <= cfg.score.ads_per_user
+        assert np.all(np.diff(g["ecpm"].to_numpy()) <= 0)
+
+
+def test_ad_eligibility_is_judged_for_the_serving_day(spark):
+    """Rows for rec_date D are served on D+1: dates and budget are D+1's, status is D's snapshot."""
+    from recs.score.ads import eligible_pairs, frequency_capped, live_ads, serving_date
+
+    d = dt.date(2026, 3, 10)
+    day = dt.timedelta(days=1)
+    ads = spark.createDataFrame(
+        [
+            # ad, status, start, end, budget, spent on D, bid, countries, categories
+            ("ends_on_d", "active", None, d, 10.0, 0.0, 1.0, [], []),
+            ("starts_d_plus_1", "active", d + day, None, 10.0, 0.0, 1.0, [], []),
+            ("spent_out_on_d", "active", d - day, d + day, 10.0, 10.0, 1.0, [], []),
+            ("paused", "paused", None, None, 10.0, 0.0, 1.0, [], []),
+            ("no_budget", "active", None, None, 0.0, 0.0, 1.0, [], []),
+            ("unlimited", "active", None, None, None, None, 1.0, [], []),
+            ("free", "active", None, None, 10.0, 0.0, 0.0, [], []),
+            ("germany", "active", None, None, 10.0, 0.0, 1.0, ["DE"], []),
+            ("shoes", "active", None, None, 10.0, 0.0, 1.0, [], ["shoes"]),
+            ("starts_d_plus_2", "active", d + 2 * day, None, 10.0, 0.0, 1.0, [], []),
+        ],
+        "ad_id string, status string, start_date date, end_date date, daily_budget double, "
+        "spend_today double, bid double, target_countries array<string>, target_categories array<string>",
+    ).withColumns({"campaign_id": F.col("ad_id"), "item_id": F.lit("i1")})
+    users = spark.createDataFrame(
+        [("us", "US", ["shoes"]), ("de", "DE", ["hats"]), ("lapsed", None, None)],
+        "user_id string, country string, top_categories array<string>",
+    )
+    # "us" saw starts_d_plus_1 three times in the 7 days ending D (capped); "de" twice, once 7 days ago.
+    events = spark.createDataFrame(
+        [("us", "starts_d_plus_1", d - dt.timedelta(days=k)) for k in (0, 3, 6)]
+        + [("de", "starts_d_plus_1", d - dt.timedelta(days=k)) for k in (1, 7)],
+        "user_id string, ad_id string, event_date date",
+    ).withColumn("event_type", F.lit("ad_impression"))
+
+    pairs = eligible_pairs(users, live_ads(ads, serving_date(d)), frequency_capped(events, d, 3))
+
+    got = sorted((r.user_id, r.ad_id) for r in pairs.collect())
+    everyone = ["spent_out_on_d", "unlimited"]
+    want = sorted(
+        [("us", a) for a in [*everyone, "shoes"]]
+        + [("de", a) for a in [*everyone, "starts_d_plus_1", "germany"]]
+        + [("lapsed", a) for a in [*everyone, "starts_d_plus_1"]]
+    )
+    assert got == want
+
+
+def uniform_rows(spark, name: str, rows: list[dict]):
+    """Rows of table ``name`` with every column the caller leaves out set to 0 / null."""
+    from pyspark.sql import types as T
+
+    from recs.schemas import table_schema
+
+    schema = table_schema(name)
+    numeric = (T.LongType, T.IntegerType, T.DoubleType, T.FloatType)
+    epoch = {T.TimestampType: dt.datetime(2000, 1, 1), T.DateType: dt.date(2000, 1, 1)}
+    zero = {
+        f.name: 0 if isinstance(f.dataType, numeric) else epoch.get(type(f.dataType)) for f in schema.fields
+    }
+    return spark.createDataFrame([{**zero, **r} for r in rows], schema)
+
+
+def test_the_bought_filter_reads_exactly_the_configured_window(spark, tmp_path):
+    """bought_window_days = 30: bought on D and on D-29 is filtered, bought on D-30 is not."""
+    from recs.config import replace_section
+    from recs.score import recommendation_candidates
+    from recs.tables import replace_partition
+    from tests.conftest import make_config
+
+    cfg = replace_section(make_config(tmp_path / "lh", tmp_path / "raw"), "score", bought_window_days=30)
+    d = dt.date(2026, 3, 31)
+    for age in (0, 29, 30):
+        day = d - dt.timedelta(days=age)
+        t = dt.datetime.combine(day, dt.time(12))
+        bought = uniform_rows(
+            spark,
+            "user_item_daily",
+            [{"user_id": "u", "item_id": f"age{age}", "purchases": 1, "last_event_time": t}],
+        )
+        replace_partition(bought.withColumn("event_date", F.lit(day)), cfg, "user_item_daily", day)
+    no_events = uniform_rows(spark, "events", []).withColumn("event_date", F.lit(d))
+    replace_partition(no_events, cfg, "events", d)
+    catalog = ["age0", "age29", "age30", "never"]
+    items = spark.createDataFrame(
+        [(i, "c", True) for i in catalog], "item_id string, category_id string, in_stock boolean"
+    )
+    item_features = spark.createDataFrame(
+        [(i, "c", True, 5, 5, 1, 5) for i in catalog],
+        "item_id string, category_id string, in_stock boolean, clicks_7d long, views_7d long, "
+        "purchases_28d long, clicks_28d long",
+    )
+    users = spark.createDataFrame(
+        [("u", [], [])], "user_id string, recent_items array<string>, top_categories array<string>"
+    )
+
+    candidates = recommendation_candidates(spark, cfg, d, users, item_features, items)
+
+    assert sorted(r.item_id for r in candidates.collect()) == ["age30", "never"]
+
+
+def test_window_sums_at_the_edges_of_the_1_7_and_28_day_windows(spark):
+    from recs.features.windows import window_sums
+
+    as_of = dt.date(2026, 3, 31)
+    ages = {0: 1, 6: 2, 7: 4, 27: 8, 28: 16, 30: 32}  # 31 days of data; views are powers of two
+    daily = uniform_rows(
+        spark,
+        "user_daily",
+        [{"user_id": "u", "views": v, "event_date": as_of - dt.timedelta(days=a)} for a, v in ages.items()],
+    )
+
+    got = window_sums(daily, ["user_id"], as_of).first()
+
+    assert (got.views_1d, got.views_7d, got.views_28d) == (1, 1 + 2, 1 + 2 + 4 + 8)
 
 
 def test_spark_scores_equal_the_model_called_directly(spark, pipeline):
     cfg, _ = pipeline
-    model = load_promoted(spark, cfg)
+    model = load_promoted(spark, cfg, LAST)
     users = read_date(spark, cfg, "user_features", LAST)
     items = read_date(spark, cfg, "item_features", LAST)
     pairs = (
@@ -172,3 +274,99 @@ def test_recommendations_read_back_without_spark(spark, pipeline, recs_last):
     n = con.execute(f"SELECT count(*) FROM recs WHERE rec_date = DATE '{LAST}' AND rank = 1").fetchone()[0]
     assert n == recs.where("rank = 1").count()
     assert read_table(spark, cfg, "recommendations").select("rec_date").distinct().count() == NIGHTS
+
+
+LAPSED = "lapsed-user"
+
+
+@pytest.fixture(scope="module")
+def rescored_copy(spark, pipeline, tmp_path_factory):
+    """A copy of the pipeline lakehouse with a lapsed user, rescored for LAST by the console script.
+
+    The script is called by its absolute path with PATH cut down to the system directories and
+    no venv variables, as cron, Airflow or Kubernetes call it: Spark's Python workers must still
+    run on the interpreter that has pyarrow and torch.
+    """
+    import dataclasses
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from recs.tables import replace_partition
+
+    cfg, _ = pipeline
+    copy = dataclasses.replace(cfg, lakehouse=str(tmp_path_factory.mktemp("copy") / "lakehouse"))
+    shutil.copytree(cfg.lakehouse, copy.lakehouse)
+    long_ago = LAST - dt.timedelta(days=40)  # outside every feature window, inside the retention
+    t = dt.datetime.combine(long_ago, dt.time(9))
+    lapsed = uniform_rows(spark, "user_daily", [{"user_id": LAPSED, "views": 3, "last_event_time": t}])
+    replace_partition(lapsed.withColumn("event_date", F.lit(long_ago)), copy, "user_daily", long_ago)
+
+    script = Path(sys.executable).parent / "recs"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/root"),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "RECS_SCORE__K": str(cfg.score.k),
+        "RECS_SCORE__ADS_PER_USER": str(cfg.score.ads_per_user),
+        "RECS_SPARK__SHUFFLE_PARTITIONS": str(cfg.spark.shuffle_partitions),
+        "RECS_SPARK__DRIVER_MEMORY": "2g",
+    }
+    cmd = [str(script), "--lakehouse", copy.lakehouse, "--raw", cfg.raw, "score", "--date", str(LAST)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    return cfg, copy, done
+
+
+def test_the_console_script_scores_when_called_by_its_path_with_a_bare_path(spark, rescored_copy):
+    cfg, copy, done = rescored_copy
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    model = load_promoted(spark, copy, LAST)
+    assert model.artifact.startswith(copy.lakehouse)  # the copy is self-contained
+    rescored = read_date(spark, copy, "recommendations", LAST).where(F.col("user_id") != LAPSED)
+    original = read_date(spark, cfg, "recommendations", LAST)
+    assert {r.model_version for r in rescored.select("model_version").distinct().collect()} == {model.version}
+
+    def lists(df):
+        return sorted(
+            (r.user_id, r.rank, r.item_id) for r in df.select("user_id", "rank", "item_id").collect()
+        )
+
+    assert lists(rescored) == lists(original)
+
+
+def test_a_user_whose_only_event_is_40_days_old_still_gets_k_rows(spark, rescored_copy):
+    cfg, copy, done = rescored_copy
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    rows = read_date(spark, copy, "recommendations", LAST).where(F.col("user_id") == LAPSED).collect()
+    assert sorted(r.rank for r in rows) == list(range(1, cfg.score.k + 1))
+    assert len({r.item_id for r in rows}) == cfg.score.k
+    assert {r.candidate_source for r in rows} == {"global_popular"}
+    assert read_date(spark, cfg, "user_features", LAST).where(F.col("user_id") == LAPSED).count() == 0
+
+
+def test_a_shop_without_ads_runs_every_step_and_writes_no_ad_rows(spark, tmp_path):
+    """No ads feed and no ad events: the night still writes features, examples and recommendations."""
+    import shutil
+
+    from recs.pipeline import nightly
+    from recs.sample_data import generate
+    from tests.conftest import pipeline_config
+
+    generate(tmp_path, users=80, items=40, days=1, start=START, seed=3)
+    raw = tmp_path / "raw"
+    shutil.rmtree(raw / "ads")
+    for part in (raw / "events").rglob("*.jsonl"):
+        kept = [line for line in part.read_text().splitlines() if '"event_type":"ad_' not in line]
+        part.write_text("\n".join(kept) + "\n")
+    cfg = pipeline_config(tmp_path / "lakehouse", raw)
+
+    report = nightly(spark, cfg, START, steps=["ingest", "features", "score"])
+
+    assert report.ok and report.ran == ["ingest", "features", "score"], report
+    assert read_table(spark, cfg, "ads").count() == 0
+    examples = read_date(spark, cfg, "training_examples", START)
+    assert examples.count() > 0 and examples.where("is_ad").count() == 0
+    assert read_date(spark, cfg, "recommendations", START).count() > 0
+    assert read_range(spark, cfg, "ad_candidates", START, START).count() == 0

@@ -2,6 +2,13 @@
 
 Labels come from day D's events; every feature joined onto them is as of D-1, so nothing
 from D (or later) can leak into an example's inputs.
+
+An example's context (surface, hour, device, country) is that of the request that led to
+it, never the label event's own: views, carts and purchases are logged on the product page,
+so their surface would give the label away, and scoring never sees such a context. A
+positive takes the context of the impression of the item that preceded it that day; one
+without an impression, and every sampled negative, takes the user's usual context as of
+D-1, built by ``request_context`` exactly as scoring builds it.
 """
 
 from __future__ import annotations
@@ -18,8 +25,25 @@ CONTEXT = ("device", "country", "surface")
 EXAMPLE_KEYS = ["user_id", "item_id", "ad_id", "source", "label", "weight", "is_ad"]
 
 
+CONTEXT_COLUMNS = [f"context__{c}" for c in (*CONTEXT, "hour")]
+SCORING_SURFACE = "home"
+
+
 def context_columns() -> list[Column]:
     return [F.col(c).alias(f"context__{c}") for c in CONTEXT] + [F.hour("event_time").alias("context__hour")]
+
+
+def request_context(user_features: DataFrame) -> DataFrame:
+    """The context a recommendation request of the user is scored in: their usual device,
+    country and hour, on the home surface. Training uses the same for rows without a logged one.
+    """
+    return user_features.select(
+        "user_id",
+        F.col("device").alias("context__device"),
+        F.col("country").alias("context__country"),
+        F.lit(SCORING_SURFACE).alias("context__surface"),
+        F.col("top_hour").alias("context__hour"),
+    )
 
 
 def first_per(
@@ -30,10 +54,34 @@ def first_per(
     return df.withColumn("_r", F.row_number().over(w)).where("_r = 1").drop("_r")
 
 
-def item_positives(day_events: DataFrame) -> DataFrame:
+def item_positives(day_events: DataFrame, usual: DataFrame) -> DataFrame:
+    """One positive per (user, item) touched on the day, in the context that led to it.
+
+    ``usual`` is ``request_context`` of the users' features as of D-1.
+    """
     touched = day_events.where(F.col("event_type").isin(*INTERACTIONS) & F.col("item_id").isNotNull())
-    return first_per(touched, ["user_id", "item_id"]).select(
-        "user_id", "item_id", *context_columns(), F.lit("positive").alias("source"), F.lit(1.0).alias("label")
+    first = first_per(touched, ["user_id", "item_id"]).select(
+        "user_id", "item_id", F.col("event_time").alias("_t")
+    )
+    shown = day_events.where((F.col("event_type") == "impression") & F.col("item_id").isNotNull()).select(
+        "user_id", "item_id", "event_time", "event_id", F.struct(*context_columns()).alias("_ctx")
+    )
+    led = (
+        first.join(shown, ["user_id", "item_id"])
+        .where(F.col("event_time") <= F.col("_t"))
+        .groupBy("user_id", "item_id")
+        .agg(F.max_by("_ctx", F.struct("event_time", "event_id")).alias("_ctx"))
+    )
+    with_usual = first.join(led, ["user_id", "item_id"], "left").join(
+        usual.select("user_id", F.struct(*CONTEXT_COLUMNS).alias("_usual")), "user_id", "left"
+    )
+    ctx = F.when(F.col("_ctx").isNotNull(), F.col("_ctx")).otherwise(F.col("_usual"))
+    return with_usual.select(
+        "user_id",
+        "item_id",
+        *[ctx[c].alias(c) for c in CONTEXT_COLUMNS],
+        F.lit("positive").alias("source"),
+        F.lit(1.0).alias("label"),
     )
 
 
@@ -81,15 +129,20 @@ def sample_negatives(
     per_positive: int,
     seed: int,
     date: dt.date,
+    usual: DataFrame,
 ) -> DataFrame:
     """Popularity-weighted items the user did not touch on ``date``, ``per_positive`` per positive.
 
     Draws are a hash of (user, date, draw number, seed), so the sample is the same on every
-    rerun and on any number of partitions.
+    rerun and on any number of partitions. They were never shown, so their context is the
+    user's usual request context (``usual``), as at scoring time.
     """
     total_slots = slots.agg(F.max("slot").alias("_m"))
-    context = [c for c in positives.columns if c.startswith("context__")]
-    per_user = first_per(positives, ["user_id"], ("item_id",)).select("user_id", *context)
+    per_user = (
+        positives.select("user_id")
+        .distinct()
+        .join(usual.select("user_id", *CONTEXT_COLUMNS), "user_id", "left")
+    )
     wanted = positives.groupBy("user_id").agg((F.count(F.lit(1)) * per_positive).alias("wanted"))
     draws = (
         wanted.withColumn("j", F.explode(F.sequence(F.lit(0), F.col("wanted") * 2 - 1)))
@@ -112,7 +165,7 @@ def sample_negatives(
         .select(
             "user_id",
             "item_id",
-            *[c for c in per_user.columns if c != "user_id"],
+            *CONTEXT_COLUMNS,
             F.lit("sampled").alias("source"),
             F.lit(0.0).alias("label"),
         )
@@ -148,6 +201,7 @@ def label_rows(
     day_events: DataFrame,
     ads_as_of: DataFrame,
     item_features_as_of: DataFrame,
+    user_features_as_of: DataFrame,
     *,
     per_positive: int,
     seed: int,
@@ -156,12 +210,13 @@ def label_rows(
     slot_resolution: int = 1 << 16,
 ) -> DataFrame:
     """All labelled (user, item[, ad]) rows of ``date`` with their context, before features."""
-    positives = item_positives(day_events)
+    usual = request_context(user_features_as_of)
+    positives = item_positives(day_events, usual)
     touched = day_events.where(F.col("item_id").isNotNull()).select("user_id", "item_id").distinct()
     slots = popularity_slots(item_features_as_of, slot_resolution, power)
     organic = (
         positives.unionByName(impression_negatives(day_events, positives))
-        .unionByName(sample_negatives(positives, touched, slots, per_positive, seed, date))
+        .unionByName(sample_negatives(positives, touched, slots, per_positive, seed, date, usual))
         .withColumn("ad_id", F.lit(None).cast("string"))
     )
     rows = organic.unionByName(ad_examples(day_events, ads_as_of))

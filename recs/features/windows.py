@@ -105,6 +105,20 @@ def user_window_features(
     )
 
 
+def known_users(user_daily: DataFrame, as_of: dt.date, retention_days: int) -> DataFrame:
+    """Every user with an event in the ``retention_days`` ending at ``as_of``: the user dimension.
+
+    Recommendations go to all of them, not only to users active in the feature windows, so a
+    user who comes back after months still finds a list.
+    """
+    age = F.datediff(F.lit(as_of), F.col("event_date"))
+    return (
+        user_daily.where((age >= 0) & (age < retention_days))
+        .groupBy("user_id")
+        .agg(F.min("event_date").alias("first_seen_date"), F.max("event_date").alias("last_seen_date"))
+    )
+
+
 def item_window_features(
     item_daily: DataFrame, items: DataFrame, as_of: dt.date, *, ctr_prior: float
 ) -> DataFrame:

@@ -1,8 +1,10 @@
 """Scoring stage: candidates -> filters -> DLRM ranking -> top-k recommendations and ad candidates.
 
-``run(spark, cfg, date)`` uses features as of D and the promoted model (hashing with the
-model's own feature spec); with no promoted model yet it still writes recommendations,
-ordered by the candidate sources themselves, and says so in ``model_version``.
+``run(spark, cfg, date)`` uses features as of D and the model promoted as of D (hashing with
+the model's own feature spec); with no promoted model yet it still writes recommendations,
+ordered by the candidate sources themselves, and says so in ``model_version``. Every known
+user (an event within ``score.user_retention_days``) gets rows, lapsed ones from the
+fallback sources.
 """
 
 from __future__ import annotations
@@ -30,28 +32,36 @@ class ScoringModel:
     spec: object  # FeatureSpec
 
 
-def load_promoted(spark: SparkSession, cfg: Config) -> ScoringModel | None:
+def load_promoted(spark: SparkSession, cfg: Config, date: dt.date) -> ScoringModel | None:
+    """The model that serves ``date`` (validated on or before it), verified on the driver."""
     from recs.train.artifacts import load_model
-    from recs.train.registry import promoted_model
+    from recs.train.registry import artifact_location, promoted_model
 
-    row = promoted_model(spark, cfg)
+    row = promoted_model(spark, cfg, date)
     if row is None:
         return None
+    artifact = artifact_location(cfg, row.artifact_path)
     # Verify the artefact on the driver first: a corrupt model fails the step with a clear error.
-    _, spec, _ = load_model(row.artifact_path)
-    return ScoringModel(row.model_version, row.artifact_path, spec)
+    _, spec, _ = load_model(artifact)
+    return ScoringModel(row.model_version, artifact, spec)
+
+
+def scoring_users(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame:
+    """Every known user as of ``date`` with their features (null for users outside the windows)."""
+    from recs.features.windows import known_users
+    from recs.tables import read_date, read_range
+
+    days = cfg.score.user_retention_days
+    user_daily = read_range(spark, cfg, "user_daily", date - dt.timedelta(days=days - 1), date)
+    known = known_users(user_daily, date, days).select("user_id")
+    return known.join(read_date(spark, cfg, "user_features", date), "user_id", "left")
 
 
 def with_context(rows: DataFrame, users: DataFrame) -> DataFrame:
-    """Scoring-time context: the user's usual device/country/hour, shown on the home surface."""
-    ctx = users.select(
-        "user_id",
-        F.col("device").alias("context__device"),
-        F.col("country").alias("context__country"),
-        F.lit("home").alias("context__surface"),
-        F.col("top_hour").alias("context__hour"),
-    )
-    return rows.join(ctx, "user_id", "left")
+    """Scoring-time context, defined once with training's: see ``request_context``."""
+    from recs.features.examples import request_context
+
+    return rows.join(request_context(users), "user_id", "left")
 
 
 def ranking_inputs(
@@ -122,12 +132,13 @@ def top_k(scored: DataFrame, k: int, max_per_category: int, key: str = "item_id"
 
 
 def recommendation_candidates(spark: SparkSession, cfg: Config, date: dt.date, users, items_f, items):
-    from recs.features import rollup_window
     from recs.score import candidates as C
     from recs.tables import read_range
 
     s = cfg.score
-    ui = rollup_window(spark, cfg, "user_item_daily", date)
+    # Exactly the configured windows: recent items and the bought filter read their own days.
+    days = max(s.recent_days, s.bought_window_days)
+    ui = read_range(spark, cfg, "user_item_daily", date - dt.timedelta(days=days - 1), date)
     popular = C.popularity(items_f)
     events = read_range(spark, cfg, "events", date - dt.timedelta(days=s.covisit_days - 1), date)
     neighbours = C.covisitation(events, s.covisit_max_items_per_session, s.covisit_neighbours)
@@ -141,25 +152,25 @@ def recommendation_candidates(spark: SparkSession, cfg: Config, date: dt.date, u
 
 
 def ad_rows(spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, ads: DataFrame) -> DataFrame:
-    from recs.score.ads import eligible_pairs, frequency_capped, live_ads
+    from recs.score.ads import FREQUENCY_DAYS, eligible_pairs, frequency_capped, live_ads, serving_date
     from recs.tables import read_range
 
-    events = read_range(spark, cfg, "events", date - dt.timedelta(days=6), date)
+    events = read_range(spark, cfg, "events", date - dt.timedelta(days=FREQUENCY_DAYS - 1), date)
     capped = frequency_capped(events, date, cfg.score.frequency_cap)
-    return eligible_pairs(users, live_ads(ads, date), capped)
+    return eligible_pairs(users, live_ads(ads, serving_date(date)), capped)
 
 
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
     from recs.ledger import record_step
-    from recs.tables import read_date, replace_partition, table_path
+    from recs.tables import read_date, read_range, replace_partition, table_path
 
     s = cfg.score
     with record_step(spark, cfg, "score", date) as step:
-        users = read_date(spark, cfg, "user_features", date)
+        users = scoring_users(spark, cfg, date)
         items_f = read_date(spark, cfg, "item_features", date)
         items = read_date(spark, cfg, "items", date)
-        ads = read_date(spark, cfg, "ads", date)
-        model = load_promoted(spark, cfg)
+        ads = read_range(spark, cfg, "ads", date, date)  # optional: no ads, no ad candidates
+        model = load_promoted(spark, cfg, date)
         version = model.version if model else NO_MODEL
         step.details["model_version"] = version
         if model is None:

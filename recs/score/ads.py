@@ -1,7 +1,10 @@
 """Ad candidates: eligibility (dates, status, targeting, budget, frequency cap), then eCPM.
 
-Eligibility is decided on the scoring date D from D's inventory snapshot; the frequency
-cap counts the user's impressions of each ad over the 7 days ending on D.
+Ad candidates with ``rec_date = D`` are served on D+1, so they are judged for D+1: the
+campaign's start and end dates must cover D+1, its status is taken from D's inventory
+snapshot (the latest one known), and its budget is D+1's, a new day's ``daily_budget``
+(D's ``spend_today`` is spent on D and says nothing about D+1). The frequency cap counts
+the user's impressions of each ad over the 7 days ending on D, the last days before serving.
 """
 
 from __future__ import annotations
@@ -14,14 +17,22 @@ from pyspark.sql import functions as F
 FREQUENCY_DAYS = 7
 
 
-def live_ads(ads: DataFrame, date: dt.date) -> DataFrame:
-    """Ads that may serve on ``date``: active status, inside their dates, budget left."""
-    d = F.lit(date)
+def serving_date(rec_date: dt.date) -> dt.date:
+    """Outputs of ``rec_date`` D are shown on D+1."""
+    return rec_date + dt.timedelta(days=1)
+
+
+def live_ads(ads: DataFrame, serve_on: dt.date) -> DataFrame:
+    """Ads that may serve on ``serve_on``: active status, inside their dates, a budget for the day.
+
+    ``ads`` is the latest snapshot before ``serve_on``; a null budget means no limit.
+    """
+    d = F.lit(serve_on)
     return ads.where(
         (F.col("status") == "active")
         & (F.col("start_date").isNull() | (F.col("start_date") <= d))
         & (F.col("end_date").isNull() | (F.col("end_date") >= d))
-        & (F.coalesce("daily_budget", F.lit(float("inf"))) - F.coalesce("spend_today", F.lit(0.0)) > 0)
+        & (F.coalesce("daily_budget", F.lit(float("inf"))) > 0)
         & (F.col("bid") > 0)
     )
 
