@@ -47,6 +47,7 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
     from pyspark.sql import functions as F
     from rich.table import Table
 
+    from recs.report import eval_table
     from recs.tables import read_table
     from recs.train.registry import promoted_model
 
@@ -80,12 +81,7 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
     ev = (
         read_table(spark, cfg, "eval_metrics").where(F.col("eval_date") == F.lit(date)).orderBy("metric", "k")
     )
-    table = Table(title=f"evaluation on {date} of the recommendations made for it")
-    for c in ("metric", "k", "model", "popularity"):
-        table.add_column(c)
-    for r in ev.collect():
-        table.add_row(r.metric, "" if r.k is None else str(r.k), _f(r.value), _f(r.baseline_value))
-    console.print(table)
+    console.print(eval_table(ev.collect(), f"evaluation on {date} of the recommendations made for it"))
     recs = read_table(spark, cfg, "recommendations").where(F.col("rec_date") == F.lit(date))
     ads = read_table(spark, cfg, "ad_candidates").where(F.col("rec_date") == F.lit(date))
     sample_users = [
@@ -97,7 +93,3 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
         items = ", ".join(f"{r.item_id} ({r.candidate_source}, {r.score:.3f})" for r in top)
         ad_text = ", ".join(f"{r.ad_id} (eCPM {r.ecpm:.3f})" for r in top_ads) or "none eligible"
         console.print(f"[bold]{user}[/] top items: {items}\n    ads: {ad_text}")
-
-
-def _f(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"

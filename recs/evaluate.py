@@ -1,9 +1,12 @@
 """Offline evaluation: D-1's recommendations against what users did on D.
 
-Ranking metrics (recall, NDCG, hit rate at each k; MRR; catalog coverage) are computed for
-the model's recommendations and, the same way, for a popularity baseline; the promoted
-model's AUC / log-loss on D's training examples come alongside. Results go to
-``eval_metrics`` partitioned by ``eval_date``.
+Ranking metrics (recall, NDCG, hit rate at each k; MRR at the largest k; catalog coverage)
+are computed for the model's recommendations and, the same way, for three baselines built
+from the same night's inputs: global popularity, the candidate sources' own order without
+a model (what the ranker must beat to earn its place) and the user's recent items. The
+candidate pool's recall (the share of D's items that any source proposed) bounds what any
+ranker could reach. The serving model's AUC / log-loss on D's examples come alongside.
+Results go to ``eval_metrics`` partitioned by ``eval_date``.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ def ranking_metrics(
 ) -> dict[tuple[str, int | None], float]:
     """Mean per-user metrics over users who have both recommendations and relevant items.
 
-    ``recs`` has user_id, item_id, rank (1-based); relevance is binary.
+    ``recs`` has user_id, item_id, rank (1-based); relevance is binary. MRR counts a first
+    hit only within the largest k, so systems with longer lists are not favoured.
     """
     users = recs.select("user_id").distinct().join(relevant.select("user_id").distinct(), "user_id")
     n_rel = relevant.join(users, "user_id").groupBy("user_id").agg(F.count(F.lit(1)).alias("n_rel"))
     hits = recs.join(relevant, ["user_id", "item_id"]).select("user_id", "rank")
-    aggs = [F.min("rank").alias("first_hit")]
+    top = max(ks)
+    aggs = [F.min(F.when(F.col("rank") <= top, F.col("rank"))).alias("first_hit")]
     for k in ks:
         in_k = F.col("rank") <= k
         aggs += [
@@ -65,7 +70,7 @@ def ranking_metrics(
         ]
     row = per_user.agg(*means).first().asDict()
     out: dict[tuple[str, int | None], float] = {("users_evaluated", None): float(row["users"] or 0)}
-    out[("mrr", None)] = _num(row["mrr"])
+    out[("mrr", top)] = _num(row["mrr"])
     for k in ks:
         for m in ("recall", "ndcg", "hit_rate"):
             out[(m, k)] = _num(row[f"{m}_{k}"])
@@ -95,17 +100,43 @@ def popularity_recs(users: DataFrame, item_features: DataFrame, k: int) -> DataF
     return users.crossJoin(F.broadcast(ranked.select("item_id", "rank")))
 
 
+def pool_recall(candidates: DataFrame, relevant: DataFrame, users: DataFrame) -> float:
+    """Mean over ``users`` with relevant items of the share of them that the pool proposed."""
+    rel = relevant.join(users, "user_id")
+    per_user = (
+        rel.join(
+            candidates.select("user_id", "item_id", F.lit(1).alias("_in")), ["user_id", "item_id"], "left"
+        )
+        .groupBy("user_id")
+        .agg((F.count("_in") / F.count(F.lit(1))).alias("r"))
+    )
+    return _num(per_user.agg(F.avg("r")).first()[0])
+
+
+def baseline_lists(candidates: DataFrame, k: int) -> dict[str, DataFrame]:
+    """The no-model rankings of a night's candidate pool: source order, and recent items alone."""
+    from recs.score import fallback_scores, top_k
+
+    recent = candidates.where(F.col("candidate_source") == "recent").withColumn(
+        "score", F.col("source_score")
+    )
+    return {
+        "candidate_order": top_k(fallback_scores(candidates), k, 0),
+        "recent": top_k(recent, k, 0),
+    }
+
+
 def model_quality(spark: SparkSession, cfg: Config, date: dt.date, version: str) -> dict[str, float]:
     """AUC and log-loss of the model that made the recommendations, on D's examples."""
     from recs.train import examples_for_dates
     from recs.train.artifacts import load_model
     from recs.train.loop import evaluate as evaluate_model
-    from recs.train.registry import model_row
+    from recs.train.registry import artifact_location, model_row
 
     row = model_row(spark, cfg, version)
     if row is None:
         return {}
-    model, spec, _ = load_model(row.artifact_path)
+    model, spec, _ = load_model(artifact_location(cfg, row.artifact_path))
     stream = examples_for_dates(spark, cfg, [date], spec, batch_size=cfg.train.batch_size, shuffle=False)
     if stream is None:
         return {}
@@ -114,8 +145,9 @@ def model_quality(spark: SparkSession, cfg: Config, date: dt.date, version: str)
 
 
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
-    from recs.ledger import record_step
+    from recs.ledger import StepSkipped, record_step
     from recs.schemas import table_schema
+    from recs.score import recommendation_candidates, scoring_users
     from recs.tables import read_date, read_range, replace_partition
 
     ks = sorted(set(cfg.evaluate.ks))
@@ -124,65 +156,82 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         recs = read_range(spark, cfg, "recommendations", rec_date, rec_date)
         first = recs.select("model_version").first()
         if first is None:
-            log.warning("evaluate %s: no recommendations for %s; nothing to judge", date, rec_date)
-            step.details["skipped"] = f"no recommendations for {rec_date}"
-            return {}
+            raise StepSkipped(f"no recommendations for {rec_date} to judge")
         version = first.model_version
         relevant = relevant_items(read_date(spark, cfg, "events", date))
         items_prev = read_date(spark, cfg, "item_features", rec_date)
         users = recs.select("user_id").distinct()
-        baseline = popularity_recs(users, items_prev, max(ks))
-        model_m = ranking_metrics(recs, relevant, ks) | coverage(recs, items_prev, ks)
-        base_m = ranking_metrics(baseline, relevant, ks) | coverage(baseline, items_prev, ks)
+        # The same pool the score step ranked on rec_date (same inputs, same code).
+        candidates = recommendation_candidates(
+            spark,
+            cfg,
+            rec_date,
+            scoring_users(spark, cfg, rec_date),
+            items_prev,
+            read_date(spark, cfg, "items", rec_date),
+        ).cache()
+        systems = {
+            "model": recs,
+            "popularity": popularity_recs(users, items_prev, max(ks)),
+            **baseline_lists(candidates, max(ks)),
+        }
+        results = {
+            name: ranking_metrics(df, relevant, ks) | coverage(df, items_prev, ks)
+            for name, df in systems.items()
+        }
         rows = [
-            {
-                "metric": m,
-                "k": k,
-                "value": v,
-                "baseline_value": base_m.get((m, k)),
-                "model_version": version,
-                "eval_date": date,
-            }
-            for (m, k), v in model_m.items()
+            metric_row(m, k, v, version, date, {name: results[name].get((m, k)) for name in results})
+            for (m, k), v in results["model"].items()
         ]
+        rows.append(metric_row("pool_recall", None, pool_recall(candidates, relevant, users), version, date))
+        candidates.unpersist()
         for name, value in model_quality(spark, cfg, date, version).items():
-            rows.append(
-                {
-                    "metric": name,
-                    "k": None,
-                    "value": value,
-                    "baseline_value": None,
-                    "model_version": version,
-                    "eval_date": date,
-                }
-            )
-        clean = [
-            {
-                **r,
-                "value": None if _nan(r["value"]) else r["value"],
-                "baseline_value": None if _nan(r["baseline_value"]) else r["baseline_value"],
-            }
-            for r in rows
-        ]
+            rows.append(metric_row(name, None, value, version, date))
+        clean = [{key: None if _nan(v) else v for key, v in r.items()} for r in rows]
         replace_partition(
             spark.createDataFrame(clean, table_schema("eval_metrics")), cfg, "eval_metrics", date
         )
         step.counts["metrics"] = len(clean)
-        step.counts["users_evaluated"] = int(model_m[("users_evaluated", None)])
+        step.counts["users_evaluated"] = int(results["model"][("users_evaluated", None)])
         for r in clean:
             if r["k"] in (None, 10):
                 log.info(
-                    "evaluate %s: %-16s k=%-4s model %s  popularity %s",
+                    "evaluate %s: %-16s k=%-4s model %s  popularity %s  candidate order %s  recent %s",
                     date,
                     r["metric"],
                     r["k"],
                     _fmt(r["value"]),
                     _fmt(r["baseline_value"]),
+                    _fmt(r["candidate_order_value"]),
+                    _fmt(r["recent_value"]),
                 )
         return dict(step.counts)
 
 
-def _nan(v: float | None) -> bool:
+BASELINE_COLUMNS = {
+    "popularity": "baseline_value",
+    "candidate_order": "candidate_order_value",
+    "recent": "recent_value",
+}
+
+
+def metric_row(
+    metric: str,
+    k: int | None,
+    value: float,
+    version: str,
+    date: dt.date,
+    baselines: dict[str, float | None] | None = None,
+) -> dict[str, object]:
+    """One ``eval_metrics`` row; ``baselines`` maps a system name (or "model") to its value."""
+    row: dict[str, object] = {"metric": metric, "k": k, "value": value, "model_version": version}
+    for name, column in BASELINE_COLUMNS.items():
+        row[column] = (baselines or {}).get(name)
+    row["eval_date"] = date
+    return row
+
+
+def _nan(v: object) -> bool:
     return v is not None and isinstance(v, float) and math.isnan(v)
 
 

@@ -8,11 +8,31 @@ from pyspark.sql import SparkSession
 
 from recs.config import Config
 
-PANELS = (("recall", 10), ("ndcg", 10), ("hit_rate", 10), ("mrr", None), ("coverage", 10), ("auc", None))
+PANELS = (("recall", 10), ("ndcg", 10), ("hit_rate", 10), ("mrr", "max"), ("coverage", 10), ("auc", None))
+# eval_metrics column -> legend label and line style, the model first.
+SYSTEMS = {
+    "value": ("model", "-"),
+    "baseline_value": ("popularity", "--"),
+    "candidate_order_value": ("candidate order", ":"),
+    "recent_value": ("recent items", "-."),
+}
+
+
+def eval_table(rows: list, title: str):
+    """A rich table of eval_metrics rows: each metric for the model and every baseline."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("metric", "k", *(label for label, _ in SYSTEMS.values())):
+        table.add_column(col)
+    for r in rows:
+        values = ["-" if r[c] is None else f"{r[c]:.4f}" for c in SYSTEMS]
+        table.add_row(r.metric, "" if r.k is None else str(r.k), *values)
+    return table
 
 
 def render(spark: SparkSession, cfg: Config, out: Path) -> Path:
-    """One panel per metric: the model's line against the popularity baseline."""
+    """One panel per metric: the model's line against each baseline's."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,15 +46,18 @@ def render(spark: SparkSession, cfg: Config, out: Path) -> Path:
         raise ValueError("eval_metrics is empty; run `recs evaluate` first")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
     for ax, (metric, k) in zip(axes.flat, PANELS, strict=True):
-        rows = pdf[(pdf.metric == metric) & ((pdf.k == k) if k is not None else pdf.k.isna())]
-        title = f"{metric}@{k}" if k else metric
+        rows = pdf[pdf.metric == metric]
+        if k == "max":  # MRR is cut at the largest k evaluated
+            k = rows.k.max() if not rows.empty else None
+        rows = rows[(rows.k == k) if k is not None else rows.k.isna()]
+        title = f"{metric}@{k:.0f}" if k else metric
         ax.set_title(title)
         if rows.empty:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
             continue
-        ax.plot(rows.eval_date, rows.value, marker="o", label="model")
-        if rows.baseline_value.notna().any():
-            ax.plot(rows.eval_date, rows.baseline_value, marker="s", linestyle="--", label="popularity")
+        for column, (label, style) in SYSTEMS.items():
+            if column in rows and rows[column].notna().any():
+                ax.plot(rows.eval_date, rows[column], marker="o", linestyle=style, label=label)
         ax.tick_params(axis="x", rotation=30)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from recs.evaluate import coverage, ranking_metrics
+from recs.evaluate import baseline_lists, coverage, pool_recall, ranking_metrics
 
 RECS = {"a": ["x", "y", "z"], "b": ["p", "q", "r"], "d": ["x", "p", "q"]}  # d did nothing on D
 RELEVANT = {"a": {"y", "w"}, "b": {"r"}, "c": {"x"}}  # c had no recommendations
@@ -44,11 +44,13 @@ def test_ranking_metrics_equal_the_textbook_definitions(spark):
         want = direct(k)
         for metric in ("recall", "ndcg", "hit_rate"):
             assert got[(metric, k)] == pytest.approx(want[metric]), (metric, k)
-        assert got[("mrr", None)] == pytest.approx(want["mrr"])
+        assert got[("mrr", 3)] == pytest.approx(want["mrr"])
     # Spelled out for k = 2: user a hits y at rank 2 of 2 relevant, user b misses.
     assert got[("recall", 2)] == pytest.approx(0.25)
     assert got[("ndcg", 2)] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)) / 2)
-    assert got[("mrr", None)] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    assert got[("mrr", 3)] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    # MRR stops at the largest k: b's first hit at rank 3 is outside a top 2.
+    assert ranking_metrics(recs, relevant, [2])[("mrr", 2)] == pytest.approx((1 / 2 + 0) / 2)
 
 
 def test_coverage_counts_distinct_in_stock_items_in_anyones_top_k(spark):
@@ -64,3 +66,31 @@ def test_coverage_counts_distinct_in_stock_items_in_anyones_top_k(spark):
     assert got[("coverage", 1)] == pytest.approx(2 / 7)  # x, p
     assert got[("coverage", 2)] == pytest.approx(4 / 7)  # x, y, p, q
     assert got[("coverage", 3)] == pytest.approx(6 / 7)
+
+
+def test_baselines_rank_the_candidate_pool_without_a_model(spark):
+    candidates = spark.createDataFrame(
+        [
+            ("u", "i1", "recent", 5.0),
+            ("u", "i2", "recent", 9.0),
+            ("u", "i3", "covisit", 100.0),
+            ("u", "i4", "global_popular", 50.0),
+            ("v", "i4", "global_popular", 50.0),
+        ],
+        "user_id string, item_id string, candidate_source string, source_score double",
+    )
+    lists = baseline_lists(candidates, 3)
+
+    def ranked(name):
+        rows = lists[name].select("user_id", "item_id", "rank").collect()
+        return sorted((r.user_id, r.rank, r.item_id) for r in rows)
+
+    # Source priority first (recent, covisit, ..., global_popular), then each source's own score.
+    assert ranked("candidate_order") == [("u", 1, "i2"), ("u", 2, "i1"), ("u", 3, "i3"), ("v", 1, "i4")]
+    assert ranked("recent") == [("u", 1, "i2"), ("u", 2, "i1")]
+
+    relevant = spark.createDataFrame(
+        [("u", "i3"), ("u", "i9"), ("v", "i4")], "user_id string, item_id string"
+    )
+    users = spark.createDataFrame([("u",), ("v",)], "user_id string")
+    assert pool_recall(candidates, relevant, users) == pytest.approx((1 / 2 + 1) / 2)
