@@ -1,4 +1,9 @@
-"""Shared argument parsing for the spark-submit entry points (kept tiny on purpose)."""
+"""Shared argument parsing and exit codes for the spark-submit entry points (kept tiny on purpose).
+
+Exit codes, as deploy/airflow/recs_dag.py expects them: 0 done, 99 skipped (nothing to do
+for the date, or training not due by ``train.schedule``), 1 failed, 3 a degraded night
+(nightly only: training failed, recommendations were written with the current model).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import logging
 
 from recs.config import Config, load_config
 
+EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_SKIPPED = 0, 1, 3, 99
+
 
 def parse(description: str) -> tuple[Config, dt.date, argparse.Namespace]:
     p = argparse.ArgumentParser(description=description)
@@ -15,7 +22,37 @@ def parse(description: str) -> tuple[Config, dt.date, argparse.Namespace]:
     p.add_argument("--config", help="TOML config file")
     p.add_argument("--lakehouse", help="lakehouse root URI")
     p.add_argument("--raw", help="raw input root URI")
-    p.add_argument("--force", action="store_true", help="nightly only: redo steps that already succeeded")
+    p.add_argument(
+        "--force", action="store_true", help="redo steps that already succeeded; train when not due"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return load_config(args.config, lakehouse=args.lakehouse, raw=args.raw), args.date, args
+
+
+def run_step(step: str, description: str) -> int:
+    """Run one step for ``--date`` and return its exit code."""
+    from recs.ledger import StepSkipped
+    from recs.pipeline import step_function, train_due
+    from recs.session import get_spark
+    from recs.train.registry import promoted_model
+
+    cfg, date, args = parse(description)
+    log = logging.getLogger("recs")
+    spark = get_spark(cfg)
+    if (
+        step == "train"
+        and not args.force
+        and not train_due(cfg, date, promoted_model(spark, cfg, date) is not None)
+    ):
+        log.info("train %s not due (train.schedule = %s)", date, cfg.train.schedule)
+        return EXIT_SKIPPED
+    try:
+        step_function(step)(spark, cfg, date)
+    except StepSkipped as exc:
+        log.warning("%s %s skipped: %s", step, date, exc)
+        return EXIT_SKIPPED
+    except Exception:
+        log.exception("%s %s failed", step, date)
+        return EXIT_FAILED
+    return EXIT_OK

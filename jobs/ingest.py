@@ -1,16 +1,11 @@
-"""spark-submit entry point for the ingest step: `spark-submit jobs/ingest.py --date YYYY-MM-DD`."""
+"""spark-submit entry point for the ingest step: `spark-submit jobs/ingest.py --date YYYY-MM-DD`.
 
-from _entry import parse
+Exit codes: 0 done, 99 skipped, 1 failed (see _entry.py).
+"""
 
-from recs.session import get_spark
+import sys
 
-
-def main() -> None:
-    from recs import ingest as stage
-
-    cfg, date, _ = parse(__doc__)
-    stage.run(get_spark(cfg), cfg, date)
-
+from _entry import run_step
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_step("ingest", __doc__))

@@ -1,12 +1,13 @@
 """spark-submit entry point for a whole night: `spark-submit jobs/nightly.py --date YYYY-MM-DD`.
 
 Runs ingest -> features -> train (when due) -> score -> evaluate, skipping steps already
-recorded as succeeded for the date (unless --force); exits non-zero when a step fails.
+recorded as succeeded for the date (unless --force). Exit codes: 0 done, 1 a step failed,
+3 degraded (training failed; recommendations were written with the current model).
 """
 
 import sys
 
-from _entry import parse
+from _entry import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, parse
 
 from recs.session import get_spark
 
@@ -16,7 +17,9 @@ def main() -> int:
 
     cfg, date, args = parse(__doc__)
     report = nightly(get_spark(cfg), cfg, date, force=args.force)
-    return 0 if report.ok else 1
+    if not report.ok:
+        return EXIT_FAILED
+    return EXIT_DEGRADED if report.degraded else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,25 +1,14 @@
 """spark-submit entry point for the train step: `spark-submit jobs/train.py --date YYYY-MM-DD`.
 
-A night with nothing to train on (no validation day yet) logs why and exits 0.
+Honours ``train.schedule`` (exit 99 when not due; --force trains anyway); exit 99 also
+when there is nothing to train on yet.
+
+Exit codes: 0 done, 99 skipped, 1 failed (see _entry.py).
 """
 
-import logging
+import sys
 
-from _entry import parse
-
-from recs.session import get_spark
-
-
-def main() -> None:
-    from recs import train as stage
-    from recs.ledger import StepSkipped
-
-    cfg, date, _ = parse(__doc__)
-    try:
-        stage.run(get_spark(cfg), cfg, date)
-    except StepSkipped as exc:
-        logging.getLogger("recs").warning("train %s skipped: %s", date, exc)
-
+from _entry import run_step
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_step("train", __doc__))

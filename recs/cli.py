@@ -84,8 +84,16 @@ def cli(
     setup_logging(verbose)
     try:
         ctx.obj = load_config(config_path, lakehouse=lakehouse, raw=raw)
+        check_roots(ctx.obj)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def check_roots(cfg: Config) -> None:
+    """A local lakehouse or raw root that is a file fails here, in one line, before Spark starts."""
+    for key, root in (("lakehouse", cfg.lakehouse), ("raw", cfg.raw)):
+        if "://" not in root and Path(root).exists() and not Path(root).is_dir():
+            raise ConfigError(f"{key} root {root!r} is a file, not a directory")
 
 
 def spark_for(cfg: Config):
@@ -179,22 +187,17 @@ def evaluate_cmd(cfg: Config, date: dt.date) -> None:
 
 def print_eval(cfg: Config, date: dt.date) -> None:
     from rich.console import Console
-    from rich.table import Table
 
+    from recs.report import eval_table
     from recs.tables import read_range
 
     rows = read_range(spark_for(cfg), cfg, "eval_metrics", date, date).orderBy("metric", "k").collect()
-    table = Table(title=f"evaluation {date} (recommendations of {date - dt.timedelta(days=1)})")
-    for col in ("metric", "k", "model", "popularity"):
-        table.add_column(col)
+    title = f"evaluation {date} (recommendations of {date - dt.timedelta(days=1)})"
+    Console().print(eval_table(rows, title))
 
-    def fmt(v: float | None) -> str:
-        return "-" if v is None else f"{v:.4f}"
 
-    for r in rows:
-        table.add_row(r.metric, "" if r.k is None else str(r.k), fmt(r.value), fmt(r.baseline_value))
-    Console().print(table)
-
+# Exit codes besides 0 (done), 1 (failed) and 2 (usage): see README "Exit codes".
+EXIT_DEGRADED = 3
 
 STEP_CHOICE = click.Choice(["ingest", "features", "train", "score", "evaluate"])
 
@@ -214,6 +217,9 @@ def nightly_cmd(cfg: Config, date: dt.date, force: bool, force_train: bool, step
     echo_report(report)
     if not report.ok:
         raise click.ClickException(f"{report.failed} failed for {date}: {report.error}")
+    if report.degraded:
+        click.echo(f"degraded night {date}: {report.degraded}", err=True)
+        sys.exit(EXIT_DEGRADED)
 
 
 def echo_report(report) -> None:
@@ -221,6 +227,8 @@ def echo_report(report) -> None:
     parts += [f"{s} skipped ({why})" for s, why in report.skipped.items()]
     if report.failed:
         parts.append(f"{report.failed} FAILED")
+    if report.degraded:
+        parts.append(f"DEGRADED ({report.degraded})")
     click.echo(f"{report.date}: " + ", ".join(parts))
 
 
@@ -240,6 +248,8 @@ def backfill_cmd(
 
     from recs.pipeline import STEPS, backfill, date_range, plan_night
 
+    if end < start:
+        raise click.BadParameter(f"{end} is before --start {start}", param_hint="--end")
     spark = spark_for(cfg)
     days = date_range(start, end)
     wanted = steps or STEPS
@@ -283,7 +293,7 @@ def status_cmd(cfg: Config, limit: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from recs.ledger import latest_runs
+    from recs.ledger import latest_runs, night_status, shown_status
     from recs.train.registry import promoted_model
 
     spark = spark_for(cfg)
@@ -292,14 +302,19 @@ def status_cmd(cfg: Config, limit: int) -> None:
     if latest is None:
         console.print(f"no runs recorded under {cfg.lakehouse}")
         return
-    rows = latest.orderBy(F.col("run_date").desc(), F.col("finished_at").desc()).limit(limit).collect()
+    rows = latest.orderBy(F.col("run_date").desc(), F.col("started_at").desc()).limit(limit).collect()
     table = Table(title=f"pipeline runs ({cfg.lakehouse})")
     for col in ("date", "step", "status", "duration", "rows", "error"):
         table.add_column(col)
+    nights: dict[dt.date, dict[str, str]] = {}
     for r in sorted(rows, key=lambda r: (r.run_date, r.started_at)):
         counts = ", ".join(f"{k}={v}" for k, v in sorted(r.row_counts.items())[:4])
-        table.add_row(str(r.run_date), r.step, r.status, f"{r.duration_s:.0f}s", counts, (r.error or "")[:60])
+        status = shown_status(r)
+        nights.setdefault(r.run_date, {})[r.step] = status
+        table.add_row(str(r.run_date), r.step, status, f"{r.duration_s:.0f}s", counts, (r.error or "")[:60])
     console.print(table)
+    for day, steps in sorted(nights.items()):
+        console.print(f"night {day}: {night_status(steps)}")
     model = promoted_model(spark, cfg)
     if model is None:
         console.print("promoted model: none yet")

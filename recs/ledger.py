@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -49,17 +51,38 @@ class StepRun:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:16]
+def _ledger_row(
+    run: StepRun, status: str, started: dt.datetime, finished: dt.datetime, elapsed: float, error: str | None
+) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "step": run.step,
+        "run_date": run.date,
+        "status": status,
+        "started_at": started,
+        "finished_at": finished,
+        "duration_s": float(elapsed),
+        "row_counts": {k: int(v) for k, v in run.counts.items()},
+        "details": json.dumps(run.details, default=str, sort_keys=True),
+        "error": error[:4000] if error else None,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
 
 
 @contextmanager
 def record_step(spark: SparkSession, cfg: Config, step: str, date: dt.date) -> Iterator[StepRun]:
-    """Time the block and append one ledger row, ``succeeded`` or ``failed`` with the error."""
+    """Append a ``running`` ledger row, run the block, then append how it ended.
+
+    The first row is what ``recs status`` shows as crashed when the process dies without
+    reaching the second (``kill -9``, a lost node).
+    """
     run = StepRun(step, date)
     started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
     log.info("%s %s: started (run %s)", step, date, run.run_id)
+    running = _ledger_row(run, "running", started, started, 0.0, None)
+    append_rows(spark.createDataFrame([running], table_schema("pipeline_runs")), cfg, "pipeline_runs")
     error: str | None = None
     status = "succeeded"
     try:
@@ -72,18 +95,8 @@ def record_step(spark: SparkSession, cfg: Config, step: str, date: dt.date) -> I
         raise
     finally:
         elapsed = time.perf_counter() - t0
-        row = {
-            "run_id": run.run_id,
-            "step": step,
-            "run_date": date,
-            "status": status,
-            "started_at": started,
-            "finished_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
-            "duration_s": float(elapsed),
-            "row_counts": {k: int(v) for k, v in run.counts.items()},
-            "details": json.dumps(run.details, default=str, sort_keys=True),
-            "error": error[:4000] if error else None,
-        }
+        finished = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        row = _ledger_row(run, status, started, finished, elapsed, error)
         try:
             append_rows(spark.createDataFrame([row], table_schema("pipeline_runs")), cfg, "pipeline_runs")
         except Exception:  # the ledger must never hide the step's own error
@@ -96,7 +109,10 @@ def latest_runs(spark: SparkSession, cfg: Config):
     """The last ledger row for each (step, run_date), or None when nothing ran yet."""
     if not table_exists(spark, table_path(cfg, "pipeline_runs")):
         return None
-    w = Window.partitionBy("step", "run_date").orderBy(F.col("finished_at").desc(), F.col("run_id").desc())
+    # A run's final row has its running row's started_at and a later finished_at.
+    w = Window.partitionBy("step", "run_date").orderBy(
+        F.col("started_at").desc(), F.col("finished_at").desc(), F.col("run_id").desc()
+    )
     return (
         read_table(spark, cfg, "pipeline_runs")
         .withColumn("_n", F.row_number().over(w))
@@ -113,3 +129,49 @@ def succeeded_steps(spark: SparkSession, cfg: Config, date: dt.date) -> set[str]
     done = (F.col("run_date") == F.lit(date)) & F.col("status").isin(*DONE_STATUSES)
     rows = latest.where(done).select("step")
     return {r.step for r in rows.collect()}
+
+
+STALE_RUNNING = dt.timedelta(hours=24)
+
+
+def shown_status(row: Any, now: dt.datetime | None = None, host: str | None = None) -> str:
+    """A ledger row's status as an operator should read it: a dead ``running`` is ``crashed``.
+
+    On this host, a running row whose process is gone crashed; elsewhere, one older than a
+    day is taken to have crashed.
+    """
+    if row.status != "running":
+        return row.status
+    host = host or socket.gethostname()
+    if row.host == host and row.pid is not None:
+        return "running" if _alive(int(row.pid)) else "crashed"
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return "crashed" if now - row.started_at > STALE_RUNNING else "running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def night_status(step_statuses: dict[str, str]) -> str:
+    """One night's state from its steps' shown statuses (see ``shown_status``).
+
+    crashed or running beats everything; a failed step other than train fails the night; a
+    failed train with recommendations written is ``degraded``.
+    """
+    states = set(step_statuses.values())
+    for state in ("crashed", "running"):
+        if state in states:
+            return state
+    failed = {step for step, st in step_statuses.items() if st == "failed"}
+    if failed - {"train"}:
+        return "failed"
+    if failed:
+        return "degraded" if step_statuses.get("score") in DONE_STATUSES else "failed"
+    return "succeeded"

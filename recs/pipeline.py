@@ -2,6 +2,10 @@
 
 The run ledger decides what to do: a step already recorded as succeeded for a date is
 skipped unless forced, so a night that failed half-way resumes at the failed step.
+
+A failed training does not cost a night of recommendations: the night goes on and scores
+with the model promoted as of D (or the fallback ranking when there is none), and the
+night is ``degraded``. Any other failed step stops the night: what follows depends on it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ log = logging.getLogger("recs")
 __all__ = ["STEPS", "StepSkipped", "backfill", "nightly", "plan_night"]
 
 STEPS = ("ingest", "features", "train", "score", "evaluate")
+# Steps whose failure leaves the rest of the night able to run (with yesterday's model).
+NON_BLOCKING = frozenset({"train"})
 
 
 def step_function(step: str) -> Callable[[SparkSession, Config, dt.date], object]:
@@ -58,10 +64,18 @@ class NightReport:
     seconds: dict[str, float] = field(default_factory=dict)
     failed: str | None = None
     error: str | None = None
+    degraded: str | None = None  # why the night ran without a step it wanted
 
     @property
     def ok(self) -> bool:
         return self.failed is None
+
+    @property
+    def status(self) -> str:
+        """succeeded | degraded (recommendations written, a non-blocking step failed) | failed."""
+        if self.failed:
+            return "failed"
+        return "degraded" if self.degraded else "succeeded"
 
 
 def plan_night(
@@ -99,7 +113,7 @@ def nightly(
         if (
             step == "train"
             and not force_train
-            and not train_due(cfg, date, promoted_model(spark, cfg) is not None)
+            and not train_due(cfg, date, promoted_model(spark, cfg, date) is not None)
         ):
             report.skipped[step] = f"not due (schedule={cfg.train.schedule})"
             log.info("nightly %s: train not due (schedule=%s)", date, cfg.train.schedule)
@@ -111,7 +125,13 @@ def nightly(
             report.skipped[step] = str(exc)
             log.warning("nightly %s: %s skipped: %s", date, step, exc)
         except Exception as exc:
-            report.failed, report.error = step, f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}"
+            if step in NON_BLOCKING:
+                report.degraded = f"{step} failed: {error}"
+                report.seconds[step] = time.perf_counter() - started
+                log.error("nightly %s: %s failed (%s); scoring with the current model", date, step, error)
+                continue
+            report.failed, report.error = step, error
             log.error("nightly %s: %s failed: %s; the next run resumes here", date, step, report.error)
             return report
         else:

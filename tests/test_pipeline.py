@@ -76,15 +76,48 @@ def test_the_promoted_model_beats_chance_on_generated_data(spark, pipeline):
     may be rejected; night 3's, with a day of history behind its examples, must pass.
     """
     cfg, _ = pipeline
-    row = promoted_model(spark, cfg)
+    row = promoted_model(spark, cfg, LAST)
     assert row is not None and row.validation_date == LAST
     assert row.metrics["auc"] > 0.55
-    ev = read_date(spark, cfg, "eval_metrics", LAST)
-    metrics = {(r.metric, r.k): r for r in ev.collect()}
-    assert metrics[("users_evaluated", None)].value > 0
-    for k in cfg.evaluate.ks:
-        assert 0.0 <= metrics[("recall", k)].value <= 1.0
-        assert 0.0 <= metrics[("recall", k)].baseline_value <= 1.0
+
+
+def test_the_candidate_order_baseline_is_what_scoring_writes_without_a_model(spark, pipeline):
+    """Night 1 has no model, so its recommendations are the candidate order; evaluation rebuilds
+    that baseline from the same inputs on its own, and the two must agree wherever both lists
+    reach (k <= score.k). No list drawn from the pool can recall more than the pool does.
+    """
+    cfg, _ = pipeline
+    night2 = START + dt.timedelta(days=1)
+    made = read_date(spark, cfg, "recommendations", START).select("model_version").distinct().collect()
+    assert [r.model_version for r in made] == ["none:candidate-order"]
+    metrics = {(r.metric, r.k): r for r in read_date(spark, cfg, "eval_metrics", night2).collect()}
+    assert metrics[("users_evaluated", None)].value > 20
+    for name in ("recall", "ndcg", "hit_rate"):
+        row = metrics[(name, 10)]
+        assert row.value == pytest.approx(row.candidate_order_value, abs=1e-12), name
+        assert row.value != pytest.approx(row.baseline_value), name  # popularity is another list
+    pool = metrics[("pool_recall", None)].value
+    top = max(cfg.evaluate.ks)
+    assert 0 < metrics[("recall", top)].candidate_order_value <= pool + 1e-12
+
+
+def test_a_rerun_of_an_earlier_night_scores_with_the_model_it_had_then(spark, pipeline):
+    """Re-scoring night 2 after night 3's model exists gives night 2's rows, not the newer model's."""
+    cfg, _ = pipeline
+    night2 = START + dt.timedelta(days=1)
+    before = snapshot(spark, cfg, "recommendations", night2)
+    newest = promoted_model(spark, cfg)
+    assert newest.validation_date == LAST
+
+    report = nightly(spark, cfg, night2, steps=["score"], force=True)
+
+    assert report.ok and report.ran == ["score"]
+    rows = read_date(spark, cfg, "recommendations", night2)
+    used = {r.model_version for r in rows.select("model_version").distinct().collect()}
+    then = promoted_model(spark, cfg, night2)
+    assert used == {then.model_version if then else "none:candidate-order"}
+    assert newest.model_version not in used
+    assert snapshot(spark, cfg, "recommendations", night2) == before
 
 
 def test_a_second_run_of_the_same_night_changes_nothing(spark, pipeline):
@@ -112,7 +145,7 @@ def test_a_forced_rerun_redoes_every_step_and_ends_identical(spark, pipeline):
 
 def test_a_failing_step_stops_the_night_and_the_next_run_resumes_there(spark, pipeline, tmp_path: Path):
     cfg, _ = pipeline
-    model = load_promoted(spark, cfg)
+    model = load_promoted(spark, cfg, LAST)
     weights = Path(model.artifact) / "model.safetensors"
     assert weights.exists()
     before = snapshot(spark, cfg, "recommendations", LAST)
@@ -170,8 +203,10 @@ def test_the_cli_reports_status_and_a_failure_exits_non_zero(pipeline):
     assert missing.exit_code != 0 and "dt=2030-01-01" in missing.output
 
 
-@pytest.mark.skipif(shutil.which("spark-submit") is None, reason="spark-submit is installed with pyspark")
 def test_spark_submit_runs_the_ingest_job_in_local_mode(sample_root, tmp_path: Path):
+    """spark-submit ships with pyspark; found there, it needs no activated venv on PATH."""
+    import pyspark
+
     from recs.session import delta_package
 
     root, summary = sample_root
@@ -179,7 +214,7 @@ def test_spark_submit_runs_the_ingest_job_in_local_mode(sample_root, tmp_path: P
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     cmd = [
-        "spark-submit",
+        str(Path(pyspark.__file__).parent / "bin" / "spark-submit"),
         "--master",
         "local[2]",
         "--packages",
@@ -202,3 +237,58 @@ def test_spark_submit_runs_the_ingest_job_in_local_mode(sample_root, tmp_path: P
 
     events = RustTable(str(lakehouse / "events")).to_pyarrow_table()
     assert events.num_rows == summary.day(START).valid_events
+
+
+def test_the_entry_points_exit_99_when_not_due_or_nothing_to_do(spark, pipeline, monkeypatch):
+    """What the Airflow DAG reads: 99 = skipped, and a weekly schedule does not train on a Saturday."""
+    import sys as _sys
+
+    cfg, _ = pipeline
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "jobs"))
+    from _entry import EXIT_SKIPPED, run_step
+
+    registry = versions(spark, cfg)["model_registry"]
+    assert LAST.weekday() != 0 and promoted_model(spark, cfg, LAST) is not None  # not a Monday
+    monkeypatch.setenv("RECS_TRAIN__SCHEDULE", "weekly")
+    args = ["--lakehouse", cfg.lakehouse, "--raw", cfg.raw]
+    monkeypatch.setattr(_sys, "argv", ["train.py", "--date", str(LAST), *args])
+    assert run_step("train", "train") == EXIT_SKIPPED
+    assert versions(spark, cfg)["model_registry"] == registry  # nothing was trained
+    monkeypatch.setattr(_sys, "argv", ["evaluate.py", "--date", str(START), *args])
+    assert run_step("evaluate", "evaluate") == EXIT_SKIPPED  # no recommendations the day before
+
+
+def test_a_failed_training_still_writes_the_nights_recommendations(spark, pipeline, tmp_path: Path):
+    """Training fails (examples of a foreign feature spec); score runs with the current model."""
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from recs.cli import cli
+    from recs.tables import replace_partition
+
+    cfg, _ = pipeline
+    copy = dataclasses.replace(cfg, lakehouse=str(tmp_path / "lakehouse"))
+    shutil.copytree(cfg.lakehouse, copy.lakehouse)
+    foreign = read_date(spark, copy, "training_examples", LAST).withColumn("spec_hash", F.lit("another-spec"))
+    replace_partition(foreign.localCheckpoint(), copy, "training_examples", LAST)
+    recs_before = versions(spark, copy)["recommendations"]
+
+    common = ["--lakehouse", copy.lakehouse, "--raw", cfg.raw]
+    env = {"RECS_SCORE__K": str(cfg.score.k), "RECS_TRAIN__WINDOW_DAYS": str(cfg.train.window_days)}
+    night = CliRunner().invoke(
+        cli,
+        [*common, "nightly", "--date", str(LAST), "--force", "--steps", "train", "--steps", "score"],
+        env=env,
+    )
+
+    assert night.exit_code == 3, night.output
+    assert "degraded" in night.output and "TrainingDataError" in night.output
+    assert versions(spark, copy)["recommendations"] > recs_before
+    used = {
+        r.model_version
+        for r in read_date(spark, copy, "recommendations", LAST).select("model_version").collect()
+    }
+    assert used == {promoted_model(spark, cfg, LAST).model_version}
+    status = CliRunner().invoke(cli, [*common, "status"])
+    assert f"night {LAST}: degraded" in status.output

@@ -29,8 +29,11 @@ from airflow.operators.bash import BashOperator
 from airflow.utils.trigger_rule import TriggerRule
 
 STEPS = ("ingest", "features", "train", "score", "evaluate")
-# Run even when the step before was skipped (exit code 99, see below).
-AFTER_SKIPPABLE = {"score", "evaluate"}
+# Trigger rules: score runs whatever train did (skipped with exit 99, or failed: the night is
+# then degraded and scores with the model promoted as of the date); the score step itself
+# refuses a date whose features step did not succeed. evaluate runs unless score failed;
+# ingest and features need their upstream to succeed.
+TRIGGER = {"score": TriggerRule.ALL_DONE, "evaluate": TriggerRule.NONE_FAILED}
 
 
 def step_command(step: str) -> str:
@@ -73,9 +76,10 @@ with DAG(
             task_id=step,
             bash_command=step_command(step),
             # A job exiting 99 is marked skipped (BashOperator's default skip code): train does
-            # that when there is nothing to train on yet or training is not due; score then runs
-            # with the promoted model. (Client mode only: YARN cluster mode reports 1 for any failure.)
-            trigger_rule=TriggerRule.NONE_FAILED if step in AFTER_SKIPPABLE else TriggerRule.ALL_SUCCESS,
+            # that when there is nothing to train on yet or training is not due by train.schedule;
+            # evaluate when there are no recommendations of the day before. Exit 1 is a failure.
+            # (Client mode only: YARN cluster mode reports 1 for any failure.)
+            trigger_rule=TRIGGER.get(step, TriggerRule.ALL_SUCCESS),
         )
         # SparkSubmitOperator alternative (apache-airflow-providers-apache-spark), with the
         # env archive / packages / confs that spark-submit.sh adds spelled out:
@@ -90,3 +94,4 @@ with DAG(
         #   )
 
     tasks["ingest"] >> tasks["features"] >> tasks["train"] >> tasks["score"] >> tasks["evaluate"]
+    tasks["features"] >> tasks["score"]
