@@ -2,6 +2,7 @@
 
 from recs.config import ConfigError
 from recs.ingest import CountMismatchError, FeedRejectedError, MissingInputError
+from recs.ledger import StepNotDoneError
 from recs.tables import MissingTableError
 from recs.train import TrainingDataError
 from recs.train.artifacts import ArtifactError
@@ -12,6 +13,7 @@ KNOWN_ERRORS: tuple[type[Exception], ...] = (
     MissingTableError,
     CountMismatchError,
     FeedRejectedError,
+    StepNotDoneError,
     TrainingDataError,
     ArtifactError,
 )

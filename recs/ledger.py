@@ -175,3 +175,24 @@ def night_status(step_statuses: dict[str, str]) -> str:
     if failed:
         return "degraded" if step_statuses.get("score") in DONE_STATUSES else "failed"
     return "succeeded"
+
+
+class StepNotDoneError(RuntimeError):
+    """A step needs an earlier step of the same date that is recorded as failed or unfinished."""
+
+
+def require_done(spark: SparkSession, cfg: Config, step: str, date: dt.date, *, by: str) -> None:
+    """Refuse to run ``by`` on ``date`` when ``step``'s latest run for it did not finish well.
+
+    Dates with no record of ``step`` at all (tables written by other means) are let through:
+    the ledger can only vouch for what it saw.
+    """
+    latest = latest_runs(spark, cfg)
+    if latest is None:
+        return
+    row = latest.where((F.col("step") == step) & (F.col("run_date") == F.lit(date))).first()
+    if row is not None and row.status not in DONE_STATUSES:
+        raise StepNotDoneError(
+            f"{by} {date}: {step} for {date} is recorded as {shown_status(row)}; "
+            f"run `recs {step} --date {date}` first"
+        )

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from recs.ledger import latest_runs, night_status, record_step, shown_status
+from recs.ledger import StepNotDoneError, latest_runs, night_status, record_step, require_done, shown_status
 
 NOW = dt.datetime(2026, 5, 1, 12, 0)
 
@@ -61,3 +61,15 @@ def test_a_step_is_recorded_as_running_before_it_does_any_work(spark, cfg):
         raise RuntimeError("boom")
     (after,) = latest_runs(spark, cfg).collect()
     assert after.status == "failed" and "boom" in after.error
+
+
+def test_a_step_refuses_a_date_whose_upstream_step_failed(spark, cfg):
+    day = dt.date(2026, 5, 2)
+    require_done(spark, cfg, "features", day, by="score")  # no ledger yet: nothing to vouch for
+    with pytest.raises(RuntimeError), record_step(spark, cfg, "features", day):
+        raise RuntimeError("features broke")
+    with pytest.raises(StepNotDoneError, match="features for 2026-05-02 is recorded as failed"):
+        require_done(spark, cfg, "features", day, by="score")
+    with record_step(spark, cfg, "features", day):
+        pass
+    require_done(spark, cfg, "features", day, by="score")

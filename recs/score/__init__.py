@@ -161,11 +161,12 @@ def ad_rows(spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, a
 
 
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
-    from recs.ledger import record_step
+    from recs.ledger import record_step, require_done
     from recs.tables import read_date, read_range, replace_partition, table_path
 
     s = cfg.score
     with record_step(spark, cfg, "score", date) as step:
+        require_done(spark, cfg, "features", date, by="score")
         users = scoring_users(spark, cfg, date)
         items_f = read_date(spark, cfg, "item_features", date)
         items = read_date(spark, cfg, "items", date)
