@@ -2,7 +2,8 @@
 
 Exit codes, as deploy/airflow/recs_dag.py expects them: 0 done, 99 skipped (nothing to do
 for the date, or training not due by ``train.schedule``), 1 failed, 3 a degraded night
-(nightly only: training failed, recommendations were written with the current model).
+(nightly only: training failed, recommendations were written with the current model), 4
+unhealthy (score or nightly: the rows are written but broke an output health check).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 
 from recs.config import Config, load_config
 
-EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_SKIPPED = 0, 1, 3, 99
+EXIT_OK, EXIT_FAILED, EXIT_DEGRADED, EXIT_UNHEALTHY, EXIT_SKIPPED = 0, 1, 3, 4, 99
 
 
 def parse(description: str) -> tuple[Config, dt.date, argparse.Namespace]:
@@ -48,11 +49,13 @@ def run_step(step: str, description: str) -> int:
         log.info("train %s not due (train.schedule = %s)", date, cfg.train.schedule)
         return EXIT_SKIPPED
     try:
-        step_function(step)(spark, cfg, date)
+        result = step_function(step)(spark, cfg, date)
     except StepSkipped as exc:
         log.warning("%s %s skipped: %s", step, date, exc)
         return EXIT_SKIPPED
     except Exception:
         log.exception("%s %s failed", step, date)
         return EXIT_FAILED
+    if isinstance(result, dict) and result.get("health_checks_failed"):
+        return EXIT_UNHEALTHY
     return EXIT_OK

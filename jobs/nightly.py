@@ -2,12 +2,12 @@
 
 Runs ingest -> features -> train (when due) -> score -> evaluate, skipping steps already
 recorded as succeeded for the date (unless --force). Exit codes: 0 done, 1 a step failed,
-3 degraded (training failed; recommendations were written with the current model).
+3 degraded (training failed; recommendations were written with the current model), 4 unhealthy.
 """
 
 import sys
 
-from _entry import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, parse
+from _entry import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, parse
 
 from recs.session import get_spark
 
@@ -19,6 +19,8 @@ def main() -> int:
     report = nightly(get_spark(cfg), cfg, date, force=args.force)
     if not report.ok:
         return EXIT_FAILED
+    if report.unhealthy:
+        return EXIT_UNHEALTHY
     return EXIT_DEGRADED if report.degraded else EXIT_OK
 
 

@@ -171,6 +171,11 @@ def score_cmd(cfg: Config, date: dt.date) -> None:
 
     counts = score.run(spark_for(cfg), cfg, date)
     click.echo(", ".join(f"{k}={v}" for k, v in counts.items()))
+    if counts.get("health_checks_failed"):
+        click.echo(
+            f"unhealthy: {counts['health_checks_failed']} output health checks failed for {date}", err=True
+        )
+        sys.exit(EXIT_UNHEALTHY)
 
 
 @cli.command("evaluate")
@@ -198,6 +203,7 @@ def print_eval(cfg: Config, date: dt.date) -> None:
 
 # Exit codes besides 0 (done), 1 (failed) and 2 (usage): see README "Exit codes".
 EXIT_DEGRADED = 3
+EXIT_UNHEALTHY = 4
 
 STEP_CHOICE = click.Choice(["ingest", "features", "train", "score", "evaluate"])
 
@@ -217,6 +223,9 @@ def nightly_cmd(cfg: Config, date: dt.date, force: bool, force_train: bool, step
     echo_report(report)
     if not report.ok:
         raise click.ClickException(f"{report.failed} failed for {date}: {report.error}")
+    if report.unhealthy:
+        click.echo(f"unhealthy night {date}: {report.unhealthy}; see output_health", err=True)
+        sys.exit(EXIT_UNHEALTHY)
     if report.degraded:
         click.echo(f"degraded night {date}: {report.degraded}", err=True)
         sys.exit(EXIT_DEGRADED)
@@ -323,6 +332,29 @@ def status_cmd(cfg: Config, limit: int) -> None:
             f"promoted model: {model.model_version} (AUC {model.metrics.get('auc', float('nan')):.4f}, "
             f"trained {model.trained_at:%Y-%m-%d %H:%M}, data {model.train_start}..{model.train_end})"
         )
+
+
+OUTPUTS = ("recommendations", "ad_candidates", "output_health")
+
+
+@cli.command("restore")
+@click.option("--date", "date", type=DATE, required=True)
+@click.option(
+    "--tables", multiple=True, type=click.Choice(OUTPUTS), help="Tables to restore (default: all three)."
+)
+@click.pass_obj
+@friendly_errors
+def restore_cmd(cfg: Config, date: dt.date, tables: tuple[str, ...]) -> None:
+    """Put back the previous version of DATE's output partitions (one Delta commit per table)."""
+    from recs.ledger import record_step
+    from recs.tables import restore_partition
+
+    spark = spark_for(cfg)
+    with record_step(spark, cfg, "restore", date) as step:
+        for name in tables or OUTPUTS:
+            version = restore_partition(spark, cfg, name, date)
+            step.details[name] = f"restored from version {version}"
+            click.echo(f"{name} {date}: restored the rows of version {version}")
 
 
 @cli.command("report")

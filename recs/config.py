@@ -92,6 +92,18 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    max_short_user_share: float
+    max_users_without_rows: int
+    max_top1pct_slot_share: float
+    min_catalog_coverage: float
+    min_overlap_with_previous: float
+    max_bad_scores: int
+    max_campaign_slot_share: float
+    max_bad_ad_scores: int
+
+
+@dataclass(frozen=True)
 class Config:
     lakehouse: str
     raw: str
@@ -101,6 +113,7 @@ class Config:
     train: TrainConfig
     score: ScoreConfig
     evaluate: EvaluateConfig
+    health: HealthConfig
     source: str = field(default="defaults", compare=False)
 
     def with_overrides(self, **values: Any) -> Config:
@@ -154,6 +167,14 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "score.threads_per_task": (1, None),
     "score.user_retention_days": (1, None),
     "evaluate.ks": (1, None),
+    "health.max_short_user_share": (0, 1),
+    "health.max_users_without_rows": (0, None),
+    "health.max_top1pct_slot_share": (0, 1),
+    "health.min_catalog_coverage": (0, 1),
+    "health.min_overlap_with_previous": (0, 1),
+    "health.max_bad_scores": (0, None),
+    "health.max_campaign_slot_share": (0, 1),
+    "health.max_bad_ad_scores": (0, None),
 }
 _NON_EMPTY = {"train.bottom_mlp", "train.top_mlp", "evaluate.ks"}
 

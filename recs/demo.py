@@ -66,6 +66,7 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
         "recommendations",
         "ad_candidates",
         "eval_metrics",
+        "output_health",
         "pipeline_runs",
     ):
         counts.add_row(name, f"{read_table(spark, cfg, name).count():,}")
@@ -82,6 +83,14 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
         read_table(spark, cfg, "eval_metrics").where(F.col("eval_date") == F.lit(date)).orderBy("metric", "k")
     )
     console.print(eval_table(ev.collect(), f"evaluation on {date} of the recommendations made for it"))
+    health = Table(title=f"output health of {date}'s recommendations")
+    for c in ("check", "value", "limit", "ok"):
+        health.add_column(c)
+    checks = read_table(spark, cfg, "output_health").where(F.col("rec_date") == F.lit(date)).orderBy("check")
+    for r in checks.collect():
+        value = "-" if r.value is None else f"{r.value:.4g}"
+        health.add_row(r.check, value, f"{r.kind} {r.limit:g}", "yes" if r.ok else "[red]NO[/]")
+    console.print(health)
     recs = read_table(spark, cfg, "recommendations").where(F.col("rec_date") == F.lit(date))
     ads = read_table(spark, cfg, "ad_candidates").where(F.col("rec_date") == F.lit(date))
     sample_users = [

@@ -3,7 +3,7 @@
 from recs.config import ConfigError
 from recs.ingest import CountMismatchError, FeedRejectedError, MissingInputError
 from recs.ledger import StepNotDoneError
-from recs.tables import MissingTableError
+from recs.tables import MissingTableError, NothingToRestoreError
 from recs.train import TrainingDataError
 from recs.train.artifacts import ArtifactError
 
@@ -11,6 +11,7 @@ KNOWN_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
     MissingInputError,
     MissingTableError,
+    NothingToRestoreError,
     CountMismatchError,
     FeedRejectedError,
     StepNotDoneError,

@@ -37,7 +37,10 @@ class StepSkipped(Exception):
     """
 
 
-DONE_STATUSES = ("succeeded", "skipped")
+# unhealthy: the step wrote its rows but they broke an output health check. It counts as done
+# (a rerun would write the same rows); the night shows unhealthy until the date is scored
+# again, and `recs restore` can put back the previous rows meanwhile.
+DONE_STATUSES = ("succeeded", "skipped", "unhealthy")
 
 
 @dataclass
@@ -49,6 +52,7 @@ class StepRun:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     counts: dict[str, int] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    status: str = "succeeded"  # what a run that raises nothing is recorded as
 
 
 def _ledger_row(
@@ -87,6 +91,7 @@ def record_step(spark: SparkSession, cfg: Config, step: str, date: dt.date) -> I
     status = "succeeded"
     try:
         yield run
+        status = run.status
     except StepSkipped as exc:
         status, error = "skipped", str(exc)
         raise
@@ -172,9 +177,11 @@ def night_status(step_statuses: dict[str, str]) -> str:
     failed = {step for step, st in step_statuses.items() if st == "failed"}
     if failed - {"train"}:
         return "failed"
-    if failed:
-        return "degraded" if step_statuses.get("score") in DONE_STATUSES else "failed"
-    return "succeeded"
+    if failed and step_statuses.get("score") not in DONE_STATUSES:
+        return "failed"
+    if "unhealthy" in states:
+        return "unhealthy"
+    return "degraded" if failed else "succeeded"
 
 
 class StepNotDoneError(RuntimeError):

@@ -65,6 +65,7 @@ class NightReport:
     failed: str | None = None
     error: str | None = None
     degraded: str | None = None  # why the night ran without a step it wanted
+    unhealthy: str | None = None  # output health checks the night's rows broke
 
     @property
     def ok(self) -> bool:
@@ -75,6 +76,8 @@ class NightReport:
         """succeeded | degraded (recommendations written, a non-blocking step failed) | failed."""
         if self.failed:
             return "failed"
+        if self.unhealthy:
+            return "unhealthy"
         return "degraded" if self.degraded else "succeeded"
 
 
@@ -120,7 +123,7 @@ def nightly(
             continue
         started = time.perf_counter()
         try:
-            step_function(step)(spark, cfg, date)
+            result = step_function(step)(spark, cfg, date)
         except StepSkipped as exc:
             report.skipped[step] = str(exc)
             log.warning("nightly %s: %s skipped: %s", date, step, exc)
@@ -136,6 +139,8 @@ def nightly(
             return report
         else:
             report.ran.append(step)
+            if isinstance(result, dict) and result.get("health_checks_failed"):
+                report.unhealthy = f"{result['health_checks_failed']} output health checks failed"
         report.seconds[step] = time.perf_counter() - started
     return report
 

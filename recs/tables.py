@@ -108,3 +108,35 @@ def append_rows(df: DataFrame, cfg: Config, name: str) -> None:
     conform(df, name).write.format("delta").mode("append").option("mergeSchema", "true").save(
         table_path(cfg, name)
     )
+
+
+class NothingToRestoreError(RuntimeError):
+    """A date's partition has no earlier version to put back."""
+
+
+def restore_partition(spark: SparkSession, cfg: Config, name: str, date: dt.date) -> int:
+    """Put back the rows ``date``'s partition held before its latest replacement, in one commit.
+
+    Finds the newest commit whose ``replaceWhere`` covered ``date`` and rewrites the partition
+    from the version just before it (time travel: files are there until ``VACUUM``). Returns
+    the version the rows came from.
+    """
+    from delta.tables import DeltaTable
+
+    part = partition_column(name)
+    path = table_path(cfg, name)
+    history = DeltaTable.forPath(spark, path).history().select("version", "operationParameters")
+    marker = f"'{date.isoformat()}'"
+    replaced = [
+        r.version
+        for r in history.collect()  # one row per commit: small next to any table
+        if marker in ((r.operationParameters or {}).get("predicate") or "")
+    ]
+    if not replaced or max(replaced) == 0:
+        raise NothingToRestoreError(f"table {name!r} has no earlier version of {part}={date} to restore")
+    before = max(replaced) - 1
+    rows = (
+        spark.read.format("delta").option("versionAsOf", before).load(path).where(F.col(part) == F.lit(date))
+    )
+    replace_partition(rows.localCheckpoint(), cfg, name, date)
+    return before

@@ -170,7 +170,7 @@ def test_a_failing_step_stops_the_night_and_the_next_run_resumes_there(spark, pi
     assert snapshot(spark, cfg, "recommendations", LAST) == before
 
 
-def test_the_cli_reports_status_and_a_failure_exits_non_zero(pipeline):
+def test_the_cli_reports_status_and_a_failure_exits_non_zero(pipeline, tmp_path: Path):
     from click.testing import CliRunner
 
     from recs.cli import cli
@@ -197,6 +197,10 @@ def test_the_cli_reports_status_and_a_failure_exits_non_zero(pipeline):
     )
     assert plan.exit_code == 0, plan.output
     assert plan.output.count("score") >= NIGHTS
+    chart = tmp_path / "report.png"
+    report = runner.invoke(cli, ["--lakehouse", cfg.lakehouse, "report", "--out", str(chart)])
+    assert report.exit_code == 0, report.output
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = runner.invoke(
         cli, ["--lakehouse", cfg.lakehouse, "--raw", cfg.raw, "ingest", "--date", "2030-01-01"]
     )
@@ -292,3 +296,15 @@ def test_a_failed_training_still_writes_the_nights_recommendations(spark, pipeli
     assert used == {promoted_model(spark, cfg, LAST).model_version}
     status = CliRunner().invoke(cli, [*common, "status"])
     assert f"night {LAST}: degraded" in status.output
+
+
+def test_the_report_axis_spans_the_dates_it_draws():
+    """One evaluated night is drawn on a 2-day axis around it, not on years of empty axis."""
+    import pandas as pd
+
+    from recs.report import date_limits
+
+    lo, hi = date_limits([dt.date(2026, 1, 3)])
+    assert (lo, hi) == (pd.Timestamp("2026-01-02"), pd.Timestamp("2026-01-04"))
+    lo, hi = date_limits([dt.date(2026, 1, 3), dt.date(2026, 3, 1)])
+    assert (lo, hi) == (pd.Timestamp("2026-01-02"), pd.Timestamp("2026-03-02"))

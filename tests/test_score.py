@@ -370,3 +370,96 @@ def test_a_shop_without_ads_runs_every_step_and_writes_no_ad_rows(spark, tmp_pat
     assert examples.count() > 0 and examples.where("is_ad").count() == 0
     assert read_date(spark, cfg, "recommendations", START).count() > 0
     assert read_range(spark, cfg, "ad_candidates", START, START).count() == 0
+
+
+def test_output_health_figures_on_hand_made_rows(spark):
+    from recs.config import load_config
+    from recs.score.health import ad_figures, checks, recommendation_figures
+
+    recs = spark.createDataFrame(
+        [("a", "x", 0.9), ("a", "y", 0.5), ("a", "z", 0.1), ("b", "x", 0.8), ("b", "w", float("nan"))],
+        "user_id string, item_id string, score double",
+    )
+    known = spark.createDataFrame([("a",), ("b",), ("c",)], "user_id string")
+    previous = spark.createDataFrame([("a", "x"), ("a", "y"), ("a", "q")], "user_id string, item_id string")
+    catalog = spark.createDataFrame(
+        [(i, i != "gone") for i in ("x", "y", "z", "w", "p", "q", "r", "s", "gone")],
+        "item_id string, in_stock boolean",
+    )
+    ads = spark.createDataFrame(
+        [("a", "k1", 0.1, 0.2), ("a", "k2", 0.2, 0.1), ("b", "k1", 0.3, 0.3)],
+        "user_id string, campaign_id string, pctr double, ecpm double",
+    )
+
+    figures = recommendation_figures(recs, known, previous, catalog, k=3) | ad_figures(ads)
+
+    assert figures["short_user_share"] == pytest.approx(1 / 2)  # b has 2 of 3
+    assert figures["users_without_rows"] == 1  # c
+    assert figures["top1pct_slot_share"] == pytest.approx(2 / 5)  # x: 2 of 5 slots (top 1% of 4 items = 1)
+    assert figures["catalog_coverage"] == pytest.approx(4 / 8)
+    assert figures["overlap_with_previous"] == pytest.approx(2 / 3)  # only a has a previous list
+    assert figures["bad_scores"] == 1
+    assert figures["ads_per_user"] == pytest.approx(1.5)
+    assert figures["campaign_slot_share"] == pytest.approx(2 / 3)
+    assert figures["bad_ad_scores"] == 0
+    verdict = {c.name: c.ok for c in checks(figures, load_config(environ={}).health)}
+    assert verdict == {
+        "short_user_share": False,
+        "users_without_rows": False,
+        "top1pct_slot_share": True,
+        "catalog_coverage": True,
+        "overlap_with_previous": True,
+        "bad_scores": False,
+        "campaign_slot_share": True,
+        "bad_ad_scores": True,
+    }
+
+
+def test_every_night_stores_its_health_checks_and_they_pass_on_generated_data(spark, pipeline):
+    cfg, _ = pipeline
+    rows = read_date(spark, cfg, "output_health", LAST).collect()
+    assert {r.check for r in rows} >= {
+        "short_user_share",
+        "users_without_rows",
+        "catalog_coverage",
+        "bad_scores",
+    }
+    assert all(r.ok for r in rows), [r for r in rows if not r.ok]
+
+
+def test_an_unhealthy_night_keeps_its_rows_and_restore_puts_back_the_previous_ones(spark, pipeline, tmp_path):
+    """k = 5 and a concentration limit of 0: unhealthy, exit 4; restore returns the k = 20 lists."""
+    import dataclasses
+    import shutil
+
+    from click.testing import CliRunner
+
+    from recs.cli import cli
+
+    cfg, _ = pipeline
+    copy = dataclasses.replace(cfg, lakehouse=str(tmp_path / "lakehouse"))
+    shutil.copytree(cfg.lakehouse, copy.lakehouse)
+
+    def lists():
+        rows = read_date(spark, copy, "recommendations", LAST).select("user_id", "rank", "item_id").collect()
+        return sorted(tuple(r) for r in rows)
+
+    before = lists()
+    common = ["--lakehouse", copy.lakehouse, "--raw", cfg.raw]
+    env = {"RECS_SCORE__K": "5", "RECS_HEALTH__MAX_TOP1PCT_SLOT_SHARE": "0.0"}
+    night = CliRunner().invoke(
+        cli, [*common, "nightly", "--date", str(LAST), "--force", "--steps", "score"], env=env
+    )
+
+    assert night.exit_code == 4, night.output
+    assert len(lists()) == 5 * len({u for u, _, _ in before})  # the new rows are written
+    health = {r.check: r for r in read_date(spark, copy, "output_health", LAST).collect()}
+    assert not health["top1pct_slot_share"].ok and health["top1pct_slot_share"].limit == 0.0
+    status = CliRunner().invoke(cli, [*common, "status"])
+    assert f"night {LAST}: unhealthy" in status.output
+
+    restored = CliRunner().invoke(cli, [*common, "restore", "--date", str(LAST)])
+
+    assert restored.exit_code == 0, restored.output
+    assert lists() == before
+    assert all(r.ok for r in read_date(spark, copy, "output_health", LAST).collect())

@@ -160,12 +160,36 @@ def ad_rows(spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, a
     return eligible_pairs(users, live_ads(ads, serving_date(date)), capped)
 
 
+def record_health(
+    spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, items: DataFrame, *, tag: str
+) -> tuple[dict[str, float | None], list[str]]:
+    """Check the partitions just written and store the checks in ``output_health``.
+
+    Returns the figures and a line for each failed check.
+    """
+    from recs.schemas import table_schema
+    from recs.score import health as H
+    from recs.tables import read_date, read_range, replace_partition
+
+    day_before = date - dt.timedelta(days=1)
+    recs = read_date(spark, cfg, "recommendations", date)
+    previous = read_range(spark, cfg, "recommendations", day_before, day_before)
+    ads = read_range(spark, cfg, "ad_candidates", date, date)
+    figures = H.recommendation_figures(recs, users, previous, items, cfg.score.k) | H.ad_figures(ads)
+    checks = H.checks(figures, cfg.health)
+    rows = [(c.name, c.value, c.limit, c.kind, c.ok, date) for c in checks]
+    health = spark.createDataFrame(rows, table_schema("output_health"))
+    replace_partition(health, cfg, "output_health", date, tag=tag)
+    return figures, [f"{c.name} = {c.value:.4g} ({c.kind} {c.limit:g})" for c in checks if not c.ok]
+
+
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
     from recs.ledger import record_step, require_done
-    from recs.tables import read_date, read_range, replace_partition, table_path
+    from recs.tables import committed_rows, read_date, read_range, replace_partition
 
     s = cfg.score
     with record_step(spark, cfg, "score", date) as step:
+        tag = f"recs-score-{step.run_id}"
         require_done(spark, cfg, "features", date, by="score")
         users = scoring_users(spark, cfg, date)
         items_f = read_date(spark, cfg, "item_features", date)
@@ -197,7 +221,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
             F.lit(version).alias("model_version"),
             F.lit(date).alias("rec_date"),
         )
-        replace_partition(recs, cfg, "recommendations", date)
+        replace_partition(recs, cfg, "recommendations", date, tag=tag)
         candidates.unpersist()
 
         pairs = ad_rows(spark, cfg, date, users, ads)
@@ -226,28 +250,21 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
             F.lit(version).alias("model_version"),
             F.lit(date).alias("rec_date"),
         )
-        replace_partition(ad_out, cfg, "ad_candidates", date)
+        replace_partition(ad_out, cfg, "ad_candidates", date, tag=tag)
 
-        written = (
-            spark.read.format("delta")
-            .load(table_path(cfg, "recommendations"))
-            .where(F.col("rec_date") == F.lit(date))
-        )
-        per_user = written.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"))
-        stats = per_user.agg(
-            F.count(F.lit(1)).alias("users"),
-            F.count_if(F.col("n") < s.k).alias("short"),
-            F.sum("n").alias("rows"),
-        ).first()
+        figures, failed = record_health(spark, cfg, date, users, items, tag=tag)
         step.counts.update(
             {
-                "users_scored": stats.users,
-                "users_with_fewer_than_k": stats.short,
-                "recommendation_rows": stats.rows or 0,
-                "ad_candidate_rows": spark.read.format("delta")
-                .load(table_path(cfg, "ad_candidates"))
-                .where(F.col("rec_date") == F.lit(date))
-                .count(),
+                "users_scored": int(figures["users_with_rows"]),
+                "users_with_fewer_than_k": int(figures["users_short_of_k"]),
+                "users_without_rows": int(figures["users_without_rows"]),
+                "recommendation_rows": committed_rows(spark, cfg, "recommendations", tag),
+                "ad_candidate_rows": committed_rows(spark, cfg, "ad_candidates", tag),
+                "health_checks_failed": len(failed),
             }
         )
+        if failed:
+            step.status = "unhealthy"
+            step.details["unhealthy"] = failed
+            log.error("score %s: output health checks failed: %s", date, "; ".join(failed))
         return dict(step.counts)
