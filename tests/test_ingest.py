@@ -370,3 +370,27 @@ def test_a_lakehouse_that_is_a_file_and_dates_in_the_wrong_order_are_one_line_er
         cli, ["--lakehouse", str(tmp_path / "lh"), "backfill", "--start", "2026-01-05", "--end", "2026-01-01"]
     )
     assert result.exit_code == 2 and "before --start" in result.output and "Traceback" not in result.output
+
+
+def test_a_day_far_below_its_usual_volume_is_refused(hand_cfg):
+    """min_volume_ratio = 0.5 of the median of the days before (10, 12, 11 -> 11)."""
+    from recs.config import replace_section
+    from recs.ingest import FeedCounts, check_feeds
+
+    cfg = replace_section(hand_cfg, "ingest", min_volume_ratio=0.5)
+    paths = {"events": "raw/events/dt=D", "catalog": "raw/catalog/dt=D", "ads": None}
+
+    def day(events_written: int) -> dict[str, FeedCounts]:
+        return {
+            "events": FeedCounts(events_written, events_written, 0, 0),
+            "catalog": FeedCounts(5, 5, 0, 0),
+            "ads": FeedCounts(0, 0, 0, 0),
+        }
+
+    check_feeds(day(6), paths, cfg, [10, 12, 11])  # 6 >= 0.5 * 11
+    with pytest.raises(
+        ingest.FeedRejectedError, match=r"5 valid events, below ingest.min_volume_ratio = 0.5 .*\(11\)"
+    ):
+        check_feeds(day(5), paths, cfg, [10, 12, 11])
+    check_feeds(day(1), paths, cfg, [10, 12])  # two days of history are too few to judge
+    check_feeds(day(1), paths, replace_section(cfg, "ingest", min_volume_ratio=0.0), [10, 12, 11])
