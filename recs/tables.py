@@ -125,16 +125,12 @@ def restore_partition(spark: SparkSession, cfg: Config, name: str, date: dt.date
 
     part = partition_column(name)
     path = table_path(cfg, name)
-    history = DeltaTable.forPath(spark, path).history().select("version", "operationParameters")
-    marker = f"'{date.isoformat()}'"
-    replaced = [
-        r.version
-        for r in history.collect()  # one row per commit: small next to any table
-        if marker in ((r.operationParameters or {}).get("predicate") or "")
-    ]
-    if not replaced or max(replaced) == 0:
+    history = DeltaTable.forPath(spark, path).history()
+    predicate = F.coalesce(F.col("operationParameters")["predicate"], F.lit(""))
+    latest = history.where(predicate.contains(f"'{date.isoformat()}'")).agg(F.max("version")).first()[0]
+    if not latest:  # never replaced, or only by the commit that created the table
         raise NothingToRestoreError(f"table {name!r} has no earlier version of {part}={date} to restore")
-    before = max(replaced) - 1
+    before = latest - 1
     rows = (
         spark.read.format("delta").option("versionAsOf", before).load(path).where(F.col(part) == F.lit(date))
     )

@@ -56,6 +56,15 @@ COLD_USER = "cold-start-user"
 NIGHTS = 3  # the shared pipeline runs START .. START + NIGHTS - 1
 
 
+def copy_lakehouse(cfg: Config, dest: Path) -> Config:
+    """``cfg`` pointed at a copy of its lakehouse: tests that change tables leave the shared one alone."""
+    import dataclasses
+    import shutil
+
+    shutil.copytree(cfg.lakehouse, dest)
+    return dataclasses.replace(cfg, lakehouse=str(dest))
+
+
 def pipeline_config(lakehouse: Path, raw: Path) -> Config:
     """Small enough for the suite: a 3-day training window, two epochs, k = 20."""
     cfg = make_config(lakehouse, raw)

@@ -22,7 +22,7 @@ from recs.pipeline import STEPS, nightly
 from recs.score import load_promoted
 from recs.tables import read_date, read_table, table_path
 from recs.train.registry import promoted_model
-from tests.conftest import NIGHTS, START
+from tests.conftest import NIGHTS, START, copy_lakehouse
 
 LAST = START + dt.timedelta(days=NIGHTS - 1)
 OUTPUTS = [
@@ -264,16 +264,13 @@ def test_the_entry_points_exit_99_when_not_due_or_nothing_to_do(spark, pipeline,
 
 def test_a_failed_training_still_writes_the_nights_recommendations(spark, pipeline, tmp_path: Path):
     """Training fails (examples of a foreign feature spec); score runs with the current model."""
-    import dataclasses
-
     from click.testing import CliRunner
 
     from recs.cli import cli
     from recs.tables import replace_partition
 
     cfg, _ = pipeline
-    copy = dataclasses.replace(cfg, lakehouse=str(tmp_path / "lakehouse"))
-    shutil.copytree(cfg.lakehouse, copy.lakehouse)
+    copy = copy_lakehouse(cfg, tmp_path / "lakehouse")
     foreign = read_date(spark, copy, "training_examples", LAST).withColumn("spec_hash", F.lit("another-spec"))
     replace_partition(foreign.localCheckpoint(), copy, "training_examples", LAST)
     recs_before = versions(spark, copy)["recommendations"]

@@ -14,7 +14,7 @@ from recs.score.ads import FREQUENCY_DAYS
 from recs.score.rank import score_with_model
 from recs.tables import read_date, read_range, read_table, table_path
 from recs.train.artifacts import load_model
-from tests.conftest import COLD_USER, NIGHTS, START
+from tests.conftest import COLD_USER, NIGHTS, START, copy_lakehouse
 
 LAST = START + dt.timedelta(days=NIGHTS - 1)
 
@@ -287,9 +287,7 @@ def rescored_copy(spark, pipeline, tmp_path_factory):
     no venv variables, as cron, Airflow or Kubernetes call it: Spark's Python workers must still
     run on the interpreter that has pyarrow and torch.
     """
-    import dataclasses
     import os
-    import shutil
     import subprocess
     import sys
     from pathlib import Path
@@ -297,8 +295,7 @@ def rescored_copy(spark, pipeline, tmp_path_factory):
     from recs.tables import replace_partition
 
     cfg, _ = pipeline
-    copy = dataclasses.replace(cfg, lakehouse=str(tmp_path_factory.mktemp("copy") / "lakehouse"))
-    shutil.copytree(cfg.lakehouse, copy.lakehouse)
+    copy = copy_lakehouse(cfg, tmp_path_factory.mktemp("copy") / "lakehouse")
     long_ago = LAST - dt.timedelta(days=40)  # outside every feature window, inside the retention
     t = dt.datetime.combine(long_ago, dt.time(9))
     lapsed = uniform_rows(spark, "user_daily", [{"user_id": LAPSED, "views": 3, "last_event_time": t}])
@@ -429,16 +426,13 @@ def test_every_night_stores_its_health_checks_and_they_pass_on_generated_data(sp
 
 def test_an_unhealthy_night_keeps_its_rows_and_restore_puts_back_the_previous_ones(spark, pipeline, tmp_path):
     """k = 5 and a concentration limit of 0: unhealthy, exit 4; restore returns the k = 20 lists."""
-    import dataclasses
-    import shutil
 
     from click.testing import CliRunner
 
     from recs.cli import cli
 
     cfg, _ = pipeline
-    copy = dataclasses.replace(cfg, lakehouse=str(tmp_path / "lakehouse"))
-    shutil.copytree(cfg.lakehouse, copy.lakehouse)
+    copy = copy_lakehouse(cfg, tmp_path / "lakehouse")
 
     def lists():
         rows = read_date(spark, copy, "recommendations", LAST).select("user_id", "rank", "item_id").collect()

@@ -13,7 +13,7 @@ from recs.train import example_streams, judge_and_register, training_window
 from recs.train.loop import TrainSettings, train, validation_metrics
 from recs.train.model import build_model
 from recs.train.registry import promoted_model
-from tests.conftest import NIGHTS, START
+from tests.conftest import NIGHTS, START, copy_lakehouse
 
 LAST = START + dt.timedelta(days=NIGHTS - 1)
 
@@ -91,7 +91,6 @@ def test_two_gloo_processes_keep_identical_replicas_and_learn(spark, pipeline):
 def test_retraining_never_rewrites_the_promoted_artefact(spark, pipeline, tmp_path):
     """Another seed, then corrected data with the same row counts: new versions, the old bytes stay."""
     import hashlib
-    import shutil
     from pathlib import Path
 
     from pyspark.sql import functions as F
@@ -102,8 +101,7 @@ def test_retraining_never_rewrites_the_promoted_artefact(spark, pipeline, tmp_pa
     from recs.train.registry import artifact_location
 
     cfg, _ = pipeline
-    copy = dataclasses.replace(cfg, lakehouse=str(tmp_path / "lakehouse"))
-    shutil.copytree(cfg.lakehouse, copy.lakehouse)
+    copy = copy_lakehouse(cfg, tmp_path / "lakehouse")
     promoted = promoted_model(spark, copy, LAST)
     folder = Path(artifact_location(copy, promoted.artifact_path))
     assert folder.is_relative_to(copy.lakehouse)

@@ -191,7 +191,8 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
     with record_step(spark, cfg, "score", date) as step:
         tag = f"recs-score-{step.run_id}"
         require_done(spark, cfg, "features", date, by="score")
-        users = scoring_users(spark, cfg, date)
+        # Read by the candidate sources, the ranking context, ad targeting and the health checks.
+        users = scoring_users(spark, cfg, date).persist(StorageLevel.MEMORY_AND_DISK)
         items_f = read_date(spark, cfg, "item_features", date)
         items = read_date(spark, cfg, "items", date)
         ads = read_range(spark, cfg, "ads", date, date)  # optional: no ads, no ad candidates
@@ -253,6 +254,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         replace_partition(ad_out, cfg, "ad_candidates", date, tag=tag)
 
         figures, failed = record_health(spark, cfg, date, users, items, tag=tag)
+        users.unpersist()
         step.counts.update(
             {
                 "users_scored": int(figures["users_with_rows"]),
