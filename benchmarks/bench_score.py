@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     # The ranking UDF alone, over the same candidate rows with features already assembled.
     users_f = read_date(spark, cfg, "user_features", date)
     items_f = read_date(spark, cfg, "item_features", date)
-    items = read_date(spark, cfg, "items", date)
-    candidates = score.recommendation_candidates(spark, cfg, date, users_f, items_f, items)
+    candidates = score.stored_pool(spark, cfg, date)
     rows = candidates.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string"))
     keep = ["user_id", "item_id", "is_ad"]
     inputs = score.ranking_inputs(spark, cfg, rows, users_f, items_f, model.spec, date, None, keep)

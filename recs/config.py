@@ -44,6 +44,7 @@ class FeaturesConfig:
     top_categories: int
     ctr_prior_impressions: float
     negatives_per_positive: int
+    pool_negatives_per_positive: int
     negative_sampling_power: float
     seed: int
 
@@ -138,6 +139,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "features.top_categories": (1, None),
     "features.ctr_prior_impressions": (0, None),
     "features.negatives_per_positive": (1, None),
+    "features.pool_negatives_per_positive": (0, None),
     "features.negative_sampling_power": (0, 2),
     "train.window_days": (2, None),
     "train.epochs": (1, None),

@@ -114,7 +114,8 @@ def pool_recall(candidates: DataFrame, relevant: DataFrame, users: DataFrame) ->
 
 
 def baseline_lists(candidates: DataFrame, k: int) -> dict[str, DataFrame]:
-    """The no-model rankings of a night's candidate pool: source order, and recent items alone."""
+    """The no-model rankings of a night's candidate pool (numbered by ``pool_positions``):
+    source order, and recent items alone."""
     from recs.score import fallback_scores, top_k
 
     recent = candidates.where(F.col("candidate_source") == "recent").withColumn(
@@ -147,7 +148,7 @@ def model_quality(spark: SparkSession, cfg: Config, date: dt.date, version: str)
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
     from recs.ledger import StepSkipped, record_step
     from recs.schemas import table_schema
-    from recs.score import recommendation_candidates, scoring_users
+    from recs.score import stored_pool
     from recs.tables import read_date, read_range, replace_partition
 
     ks = sorted(set(cfg.evaluate.ks))
@@ -161,15 +162,8 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         relevant = relevant_items(read_date(spark, cfg, "events", date))
         items_prev = read_date(spark, cfg, "item_features", rec_date)
         users = recs.select("user_id").distinct()
-        # The same pool the score step ranked on rec_date (same inputs, same code).
-        candidates = recommendation_candidates(
-            spark,
-            cfg,
-            rec_date,
-            scoring_users(spark, cfg, rec_date),
-            items_prev,
-            read_date(spark, cfg, "items", rec_date),
-        ).cache()
+        # The pool the score step ranked on rec_date.
+        candidates = stored_pool(spark, cfg, rec_date).cache()
         systems = {
             "model": recs,
             "popularity": popularity_recs(users, items_prev, max(ks)),

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from recs.evaluate import baseline_lists, coverage, pool_recall, ranking_metrics
+from recs.score import pool_positions
 
 RECS = {"a": ["x", "y", "z"], "b": ["p", "q", "r"], "d": ["x", "p", "q"]}  # d did nothing on D
 RELEVANT = {"a": {"y", "w"}, "b": {"r"}, "c": {"x"}}  # c had no recommendations
@@ -79,7 +80,7 @@ def test_baselines_rank_the_candidate_pool_without_a_model(spark):
         ],
         "user_id string, item_id string, candidate_source string, source_score double",
     )
-    lists = baseline_lists(candidates, 3)
+    lists = baseline_lists(pool_positions(candidates), 3)
 
     def ranked(name):
         rows = lists[name].select("user_id", "item_id", "rank").collect()

@@ -35,12 +35,20 @@ OUTPUTS = [
     "user_category_daily",
     "user_features",
     "item_features",
+    "candidate_pool",
     "training_examples",
     "recommendations",
     "ad_candidates",
 ]
 PARTITION = {"events": "event_date", "items": "snapshot_date", "ads": "snapshot_date"}
-COMPARED = ["training_examples", "user_features", "item_features", "recommendations", "ad_candidates"]
+COMPARED = [
+    "training_examples",
+    "user_features",
+    "item_features",
+    "candidate_pool",
+    "recommendations",
+    "ad_candidates",
+]
 
 
 def versions(spark, cfg) -> dict[str, int]:

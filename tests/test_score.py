@@ -457,3 +457,28 @@ def test_an_unhealthy_night_keeps_its_rows_and_restore_puts_back_the_previous_on
     assert restored.exit_code == 0, restored.output
     assert lists() == before
     assert all(r.ok for r in read_date(spark, copy, "output_health", LAST).collect())
+
+
+def test_covisitation_cuts_sessions_from_a_users_history_when_the_logs_have_none(spark):
+    """u1 logs no sessions: 10:00 i1, 10:20 i2, then 11:00 i3 (40 minutes later, a new
+    session). u2 logs a session that spans two hours: one session all the same.
+    """
+    from recs.score.candidates import covisitation
+
+    def at(h, m):
+        return dt.datetime(2026, 5, 1, h, m)
+
+    events = spark.createDataFrame(
+        [
+            ("e1", "u1", None, "view", "i1", at(10, 0)),
+            ("e2", "u1", None, "view", "i2", at(10, 20)),
+            ("e3", "u1", None, "purchase", "i3", at(11, 0)),
+            ("e4", "u2", "s9", "view", "i4", at(8, 0)),
+            ("e5", "u2", "s9", "view", "i5", at(10, 0)),
+            ("e6", "u2", "s9", "impression", "i6", at(10, 1)),  # not an interaction
+        ],
+        "event_id string, user_id string, session_id string, event_type string, item_id string, "
+        "event_time timestamp",
+    )
+    pairs = {(r.item_id, r.neighbour) for r in covisitation(events, 30, 10).collect()}
+    assert pairs == {("i1", "i2"), ("i2", "i1"), ("i4", "i5"), ("i5", "i4")}

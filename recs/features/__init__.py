@@ -1,8 +1,9 @@
 """Feature stage: daily rollups -> window features as of D -> training examples labelled D.
 
 ``run(spark, cfg, date)`` reads day D's events once, writes D's rollups, rebuilds
-``user_features``/``item_features`` as of D from at most 28 days of rollups, and writes
-``training_examples`` for label day D with features as of D-1.
+``user_features``/``item_features`` as of D from at most 28 days of rollups, stores D's
+``candidate_pool`` (what score ranks for D), and writes ``training_examples`` for label day D
+with features, and the pool, as of D-1.
 """
 
 from __future__ import annotations
@@ -106,12 +107,58 @@ def write_rollups(spark: SparkSession, cfg: Config, date: dt.date, tag: str) -> 
     return counts
 
 
+def write_pool(spark: SparkSession, cfg: Config, date: dt.date, tag: str) -> None:
+    """Store D's candidate pool: score ranks it, evaluate judges it, D+1's examples learn from it."""
+    from recs.score import candidate_pool, scoring_users
+    from recs.tables import read_date, replace_partition
+
+    users = scoring_users(spark, cfg, date)
+    items_f = read_date(spark, cfg, "item_features", date)
+    pool = candidate_pool(spark, cfg, date, users, items_f, read_date(spark, cfg, "items", date))
+    replace_partition(pool, cfg, "candidate_pool", date, tag=tag)
+
+
+def rows_by(spark: SparkSession, cfg: Config, name: str, date: dt.date, column: str) -> dict[str, int]:
+    """Row counts of ``name``'s ``date`` partition per value of ``column``: a few rows back."""
+    from recs.tables import read_range
+
+    counts = read_range(spark, cfg, name, date, date).groupBy(column).count().collect()
+    return {r[column]: r["count"] for r in counts}
+
+
+def silent_sources(pool: dict[str, int], examples: dict[str, int]) -> list[str]:
+    """Candidate sources and example kinds that produced nothing, with what they need.
+
+    A shop that logs no impressions or sessions still gets the rest; this says which parts
+    sat out, so an empty source is never silent.
+    """
+    from recs.score.candidates import SOURCES
+
+    needs = {
+        "recent": "views, clicks or carts in score.recent_days",
+        "covisit": "two items touched in one session (or one burst of a user's events)",
+        "category_popular": "users with a top category and in-stock items in it",
+        "global_popular": "in-stock items with views, clicks or purchases",
+        "impression": "impression events on the label day",
+        "sampled": "positives on the label day and in-stock items",
+        "pool": "positives of users with a candidate pool the day before",
+        "ad": "ad impressions on the label day",
+    }
+    quiet = [f"pool source {s}: none ({needs[s]})" for s in SOURCES if not pool.get(s)]
+    return quiet + [
+        f"examples {s}: none ({needs[s]})"
+        for s in ("impression", "sampled", "pool", "ad")
+        if not examples.get(s)
+    ]
+
+
 def training_examples(
     spark: SparkSession, cfg: Config, date: dt.date, spec: FeatureSpec
 ) -> tuple[DataFrame, DataFrame]:
     """(joined feature frame, examples) labelled ``date``, every feature as of ``date - 1``."""
     from recs.features.examples import EXAMPLE_KEYS, label_rows
     from recs.features.inputs import assemble, feature_frame
+    from recs.score import stored_pool
     from recs.tables import read_date, read_range
 
     as_of = date - dt.timedelta(days=1)
@@ -122,7 +169,9 @@ def training_examples(
         ads_as_of,
         items,
         users,
+        stored_pool(spark, cfg, as_of),
         per_positive=cfg.features.negatives_per_positive,
+        pool_per_positive=cfg.features.pool_negatives_per_positive,
         power=cfg.features.negative_sampling_power,
         seed=cfg.features.seed,
         date=date,
@@ -150,7 +199,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
     from recs.features.inputs import collision_rates
     from recs.features.spec import load_spec
     from recs.ledger import record_step
-    from recs.tables import committed_rows, replace_partition, table_path
+    from recs.tables import committed_rows, replace_partition
 
     spec = load_spec()
     with record_step(spark, cfg, "features", date) as step:
@@ -161,15 +210,20 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         step.counts["user_features_rows"] = committed_rows(spark, cfg, "user_features", tag)
         replace_partition(items, cfg, "item_features", date, tag=tag)
         step.counts["item_features_rows"] = committed_rows(spark, cfg, "item_features", tag)
+        write_pool(spark, cfg, date, tag)
+        step.counts["candidate_pool_rows"] = committed_rows(spark, cfg, "candidate_pool", tag)
+        step.details["pool_by_source"] = rows_by(spark, cfg, "candidate_pool", date, "candidate_source")
 
         frame, examples = training_examples(spark, cfg, date, spec)
         # Kept for the collision statistics below, which would otherwise rebuild the whole join.
         frame.persist(StorageLevel.MEMORY_AND_DISK)
         replace_partition(canonical_order(examples, cfg), cfg, "training_examples", date, tag=tag)
         step.counts["training_examples_rows"] = committed_rows(spark, cfg, "training_examples", tag)
-        written = spark.read.format("delta").load(table_path(cfg, "training_examples"))
-        by_source = written.where(F.col("label_date") == F.lit(date)).groupBy("source").count().collect()
-        step.details["examples_by_source"] = {r.source: r["count"] for r in by_source}
+        step.details["examples_by_source"] = rows_by(spark, cfg, "training_examples", date, "source")
+        quiet = silent_sources(step.details["pool_by_source"], step.details["examples_by_source"])
+        if quiet:
+            step.details["silent_sources"] = quiet
+            log.warning("features %s: sources without rows: %s", date, "; ".join(quiet))
         rates = collision_rates(frame, spec)
         frame.unpersist()
         step.details["collision_rate"] = rates

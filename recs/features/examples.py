@@ -9,6 +9,11 @@ so their surface would give the label away, and scoring never sees such a contex
 positive takes the context of the impression of the item that preceded it that day; one
 without an impression, and every sampled negative, takes the user's usual context as of
 D-1, built by ``request_context`` exactly as scoring builds it.
+
+The ranker is served the candidate pool, so it is trained on it too: besides negatives the
+user was shown (impressions) and popularity-sampled ones, each positive brings negatives
+drawn from the user's own pool as of D-1 (what they would have been served on D), and every
+row carries the pool's source and position of its item as of D-1, as scoring rows do.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ EXAMPLE_KEYS = ["user_id", "item_id", "ad_id", "source", "label", "weight", "is_
 
 
 CONTEXT_COLUMNS = [f"context__{c}" for c in (*CONTEXT, "hour")]
+POOL_COLUMNS = {"context__candidate_source": "candidate_source", "context__pool_position": "position"}
 SCORING_SURFACE = "home"
 
 
@@ -197,13 +203,75 @@ def ad_examples(day_events: DataFrame, ads: DataFrame) -> DataFrame:
     )
 
 
+def pool_negatives(
+    positives: DataFrame,
+    touched: DataFrame,
+    pool: DataFrame,
+    per_positive: int,
+    seed: int,
+    date: dt.date,
+    usual: DataFrame,
+) -> DataFrame:
+    """Candidates from the user's pool as of D-1 that they did not touch on ``date``.
+
+    ``per_positive`` per positive, picked by a hash of (user, item, date, seed): the same on
+    every rerun. These are the near misses the ranker has to order at serving time (the
+    user's own recent items, their neighbours, their categories' best sellers), which
+    popularity-sampled items rarely are.
+    """
+    wanted = positives.groupBy("user_id").agg((F.count(F.lit(1)) * per_positive).alias("wanted"))
+    order = Window.partitionBy("user_id").orderBy("_h", "item_id")
+    return (
+        pool.select("user_id", "item_id")
+        .join(wanted, "user_id")
+        .join(touched.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")
+        .withColumn("_h", F.xxhash64("user_id", "item_id", F.lit(date.isoformat()), F.lit(seed)))
+        .withColumn("_k", F.row_number().over(order))
+        .where(F.col("_k") <= F.col("wanted"))
+        .join(usual.select("user_id", *CONTEXT_COLUMNS), "user_id", "left")
+        .select(
+            "user_id",
+            "item_id",
+            *CONTEXT_COLUMNS,
+            F.lit("pool").alias("source"),
+            F.lit(0.0).alias("label"),
+        )
+    )
+
+
+def with_pool_context(rows: DataFrame, pool: DataFrame | None = None) -> DataFrame:
+    """Add each row's pool source and position as context columns, null outside the pool.
+
+    Scoring rows come from the pool and carry both already; training rows look theirs up in
+    the pool of the day before the label (``pool``). Ads are ranked apart from the pool, so
+    their rows never get one.
+    """
+    if pool is None:
+        present = all(c in rows.columns for c in POOL_COLUMNS.values())
+        out = rows.withColumns(
+            {ctx: F.col(col) if present else F.lit(None) for ctx, col in POOL_COLUMNS.items()}
+        )
+    else:
+        looked_up = pool.select("user_id", "item_id", *[F.col(c).alias(x) for x, c in POOL_COLUMNS.items()])
+        out = rows.join(looked_up, ["user_id", "item_id"], "left")
+    not_ad = ~F.coalesce(F.col("is_ad"), F.lit(False))
+    return out.withColumns(
+        {
+            "context__candidate_source": F.when(not_ad, F.col("context__candidate_source").cast("string")),
+            "context__pool_position": F.when(not_ad, F.col("context__pool_position").cast("int")),
+        }
+    )
+
+
 def label_rows(
     day_events: DataFrame,
     ads_as_of: DataFrame,
     item_features_as_of: DataFrame,
     user_features_as_of: DataFrame,
+    pool_as_of: DataFrame,
     *,
     per_positive: int,
+    pool_per_positive: int,
     seed: int,
     date: dt.date,
     power: float = 1.0,
@@ -214,10 +282,13 @@ def label_rows(
     positives = item_positives(day_events, usual)
     touched = day_events.where(F.col("item_id").isNotNull()).select("user_id", "item_id").distinct()
     slots = popularity_slots(item_features_as_of, slot_resolution, power)
-    organic = (
-        positives.unionByName(impression_negatives(day_events, positives))
-        .unionByName(sample_negatives(positives, touched, slots, per_positive, seed, date, usual))
-        .withColumn("ad_id", F.lit(None).cast("string"))
+    organic = positives.unionByName(impression_negatives(day_events, positives)).unionByName(
+        sample_negatives(positives, touched, slots, per_positive, seed, date, usual)
     )
+    if pool_per_positive > 0:
+        pooled = pool_negatives(positives, touched, pool_as_of, pool_per_positive, seed, date, usual)
+        organic = organic.unionByName(pooled)
+    organic = organic.withColumn("ad_id", F.lit(None).cast("string"))
     rows = organic.unionByName(ad_examples(day_events, ads_as_of))
-    return rows.withColumn("is_ad", F.col("source") == "ad").withColumn("weight", F.lit(1.0))
+    rows = rows.withColumn("is_ad", F.col("source") == "ad").withColumn("weight", F.lit(1.0))
+    return with_pool_context(rows, pool_as_of)

@@ -152,23 +152,37 @@ def user_item_signals(
     items: DataFrame,
     as_of: dt.date,
 ) -> DataFrame:
-    """For (user_id, item_id) pairs: prior views, recency, and the user's category/brand affinity.
+    """For (user_id, item_id) pairs: prior views, clicks and carts of the item, how long ago
+    the user last touched it and its category, and the user's category/brand affinity.
 
-    Only rollups up to ``as_of`` are read; the result has one row per input pair.
+    These separate a user's own taste and intent from popularity, which the item features
+    already carry. Only rollups up to ``as_of`` are read; one row per input pair.
     """
     in_window = F.datediff(F.lit(as_of), "event_date").between(0, LONGEST - 1)
     ui = user_item_daily.where(in_window)
+    interacted = (F.col("views") + F.col("clicks") + F.col("carts") + F.col("purchases")) > 0
+    day_end = F.to_timestamp(F.lit(f"{as_of + dt.timedelta(days=1)} 00:00:00"))  # session time zone: UTC
     views = ui.groupBy("user_id", "item_id").agg(
         F.sum("views").alias("views_28d"),
+        F.sum("clicks").alias("clicks_28d"),
+        F.sum("carts").alias("carts_28d"),
         F.datediff(F.lit(as_of), F.max(F.when(F.col("views") > 0, F.col("event_date")))).alias(
             "days_since_view"
         ),
+        # The last event of the last day with an interaction: hours, not days, so that items
+        # of the same day are told apart (the no-model order does the same).
+        (
+            (day_end.cast("long") - F.max(F.when(interacted, F.col("last_event_time"))).cast("long")) / 3600.0
+        ).alias("hours_since_touch"),
     )
     meta = items.select("item_id", "category_id", "brand")
     cat = (
         user_category_daily.where(in_window)
         .groupBy("user_id", "category_id")
-        .agg(F.sum("interactions").alias("_cat_n"))
+        .agg(
+            F.sum("interactions").alias("_cat_n"),
+            F.datediff(F.lit(as_of), F.max("event_date")).alias("days_since_category"),
+        )
     )
     touched = ui.withColumn("_n", F.col("views") + F.col("clicks") + F.col("carts") + F.col("purchases"))
     brand = (
@@ -186,7 +200,11 @@ def user_item_signals(
         .select(
             *pairs.columns,
             F.coalesce("views_28d", F.lit(0)).alias("views_28d"),
+            F.coalesce("clicks_28d", F.lit(0)).alias("clicks_28d"),
+            F.coalesce("carts_28d", F.lit(0)).alias("carts_28d"),
             F.col("days_since_view"),
+            F.col("hours_since_touch"),
+            F.col("days_since_category"),
             F.coalesce(F.try_divide("_cat_n", "_total"), F.lit(0.0)).alias("category_affinity"),
             F.coalesce(F.try_divide("_brand_n", "_total"), F.lit(0.0)).alias("brand_affinity"),
         )

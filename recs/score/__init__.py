@@ -46,7 +46,9 @@ def load_promoted(spark: SparkSession, cfg: Config, date: dt.date) -> ScoringMod
     return ScoringModel(row.model_version, artifact, spec)
 
 
-def scoring_users(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame:
+def scoring_users(
+    spark: SparkSession, cfg: Config, date: dt.date, user_features: DataFrame | None = None
+) -> DataFrame:
     """Every known user as of ``date`` with their features (null for users outside the windows)."""
     from recs.features.windows import known_users
     from recs.tables import read_date, read_range
@@ -54,14 +56,18 @@ def scoring_users(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame:
     days = cfg.score.user_retention_days
     user_daily = read_range(spark, cfg, "user_daily", date - dt.timedelta(days=days - 1), date)
     known = known_users(user_daily, date, days).select("user_id")
-    return known.join(read_date(spark, cfg, "user_features", date), "user_id", "left")
+    if user_features is None:
+        user_features = read_date(spark, cfg, "user_features", date)
+    return known.join(user_features, "user_id", "left")
 
 
 def with_context(rows: DataFrame, users: DataFrame) -> DataFrame:
-    """Scoring-time context, defined once with training's: see ``request_context``."""
-    from recs.features.examples import request_context
+    """Scoring-time context, defined once with training's: see ``request_context`` and
+    ``with_pool_context`` (pool rows carry their source and position, ad rows none).
+    """
+    from recs.features.examples import request_context, with_pool_context
 
-    return rows.join(request_context(users), "user_id", "left")
+    return with_pool_context(rows.join(request_context(users), "user_id", "left"))
 
 
 def ranking_inputs(
@@ -111,15 +117,23 @@ def model_scores(
     )
 
 
-def fallback_scores(candidates: DataFrame) -> DataFrame:
-    """Without a model: source priority first, then each source's own score; score = 1/position."""
+def pool_positions(candidates: DataFrame) -> DataFrame:
+    """Each user's candidates numbered 1.. in the no-model order: source priority, then each
+    source's own score, then item_id. Scoring without a model serves this order, and the
+    model sees the position as a feature (what it has to improve on).
+    """
     from recs.score.candidates import PRIORITY
 
     priority = F.create_map(*[x for name, p in PRIORITY.items() for x in (F.lit(name), F.lit(p))])
     w = Window.partitionBy("user_id").orderBy(
         priority[F.col("candidate_source")], F.col("source_score").desc(), F.col("item_id")
     )
-    return candidates.withColumn("score", 1.0 / F.row_number().over(w))
+    return candidates.withColumn("position", F.row_number().over(w))
+
+
+def fallback_scores(pool: DataFrame) -> DataFrame:
+    """Without a model: the pool's own order, score = 1/position."""
+    return pool.withColumn("score", 1.0 / F.col("position"))
 
 
 def top_k(scored: DataFrame, k: int, max_per_category: int, key: str = "item_id") -> DataFrame:
@@ -149,6 +163,31 @@ def recommendation_candidates(spark: SparkSession, cfg: Config, date: dt.date, u
         C.global_popular_candidates(users, popular, max(s.global_popular_cap, s.k)),
     ]
     return C.merge_and_filter(sources, C.bought_items(ui, date, s.bought_window_days), items)
+
+
+def candidate_pool(
+    spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, items_f: DataFrame, items: DataFrame
+) -> DataFrame:
+    """Every eligible candidate of ``users`` as of ``date``, numbered in the no-model order."""
+    pool = recommendation_candidates(spark, cfg, date, users, items_f, items)
+    return pool_positions(pool).withColumn("pool_date", F.lit(date))
+
+
+def stored_pool(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame:
+    """The pool the features step stored for ``date``; rebuilt from the same inputs if absent
+    (a lakehouse from before the table existed), so both give the same rows.
+    """
+    from recs.features import stored_or_computed_features
+    from recs.tables import read_range, table_exists, table_path
+
+    if table_exists(spark, table_path(cfg, "candidate_pool")):
+        pool = read_range(spark, cfg, "candidate_pool", date, date)
+        if not pool.isEmpty():
+            return pool
+    users_f, items_f = stored_or_computed_features(spark, cfg, date)
+    users = scoring_users(spark, cfg, date, users_f)
+    items = read_range(spark, cfg, "items", date, date)
+    return candidate_pool(spark, cfg, date, users, items_f, items)
 
 
 def ad_rows(spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, ads: DataFrame) -> DataFrame:
@@ -202,7 +241,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         if model is None:
             log.warning("score %s: no promoted model; ranking by candidate sources", date)
 
-        candidates = recommendation_candidates(spark, cfg, date, users, items_f, items)
+        candidates = stored_pool(spark, cfg, date)
         candidates.persist(StorageLevel.MEMORY_AND_DISK)
         step.counts["candidate_pairs"] = candidates.count()
         if model is not None:

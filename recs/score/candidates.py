@@ -38,11 +38,32 @@ def recent_candidates(user_item_daily: DataFrame, as_of: dt.date, days: int, cap
     return top_n(scored, ["user_id"], "source_score", cap).withColumn("candidate_source", F.lit("recent"))
 
 
+SESSION_GAP_SECONDS = 30 * 60
+
+
+def with_sessions(events: DataFrame, gap_seconds: int = SESSION_GAP_SECONDS) -> DataFrame:
+    """``session_id`` where the logs have one; otherwise a session cut from the user's own
+    time-ordered history, a new one after ``gap_seconds`` without an event. Shops that log
+    no sessions still get co-visitation this way.
+    """
+    by_time = Window.partitionBy("user_id").orderBy("event_time", "event_id")
+    gap = F.col("event_time").cast("long") - F.lag(F.col("event_time").cast("long")).over(by_time)
+    starts = F.when(gap.isNull() | (gap > gap_seconds), 1).otherwise(0)
+    number = F.sum("_start").over(by_time.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    logged = events.where(F.col("session_id").isNotNull())
+    cut = events.where(F.col("session_id").isNull()).withColumn("_start", starts).withColumn("_n", number)
+    pseudo = F.concat_ws("#", F.lit("user"), "user_id", F.col("_n").cast("string"))
+    return logged.unionByName(cut.withColumn("session_id", pseudo).drop("_start", "_n"))
+
+
 def covisitation(events: DataFrame, max_items_per_session: int, neighbours: int) -> DataFrame:
     """Item -> item neighbours from sessions; long sessions are capped so heavy users can't dominate."""
     touched = (
-        events.where(F.col("session_id").isNotNull() & F.col("item_id").isNotNull())
-        .where(F.col("event_type").isin("view", "click", "add_to_cart", "purchase"))
+        with_sessions(
+            events.where(F.col("item_id").isNotNull()).where(
+                F.col("event_type").isin("view", "click", "add_to_cart", "purchase")
+            )
+        )
         .groupBy("session_id", "item_id")
         .agg(F.max("event_time").alias("t"))
     )
