@@ -190,6 +190,27 @@ def stored_pool(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame:
     return candidate_pool(spark, cfg, date, users, items_f, items)
 
 
+def complete_pool(
+    spark: SparkSession,
+    cfg: Config,
+    date: dt.date,
+    pool: DataFrame,
+    users: DataFrame,
+    items_f: DataFrame,
+    items: DataFrame,
+) -> DataFrame:
+    """``pool`` plus candidates, from the same sources, for known users it lacks.
+
+    The stored pool covers every user known when the features step ran; a user that an
+    older day's rerun added since would otherwise get nothing.
+    """
+    missing = users.join(pool.select("user_id").distinct(), "user_id", "left_anti")
+    if missing.isEmpty():
+        return pool
+    log.warning("score %s: %d known users are not in the stored pool; adding theirs", date, missing.count())
+    return pool.unionByName(candidate_pool(spark, cfg, date, missing, items_f, items))
+
+
 def ad_rows(spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, ads: DataFrame) -> DataFrame:
     from recs.score.ads import FREQUENCY_DAYS, eligible_pairs, frequency_capped, live_ads, serving_date
     from recs.tables import read_range
@@ -241,7 +262,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         if model is None:
             log.warning("score %s: no promoted model; ranking by candidate sources", date)
 
-        candidates = stored_pool(spark, cfg, date)
+        candidates = complete_pool(spark, cfg, date, stored_pool(spark, cfg, date), users, items_f, items)
         candidates.persist(StorageLevel.MEMORY_AND_DISK)
         step.counts["candidate_pairs"] = candidates.count()
         if model is not None:
