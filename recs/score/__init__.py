@@ -208,7 +208,11 @@ def complete_pool(
     if missing.isEmpty():
         return pool
     log.warning("score %s: %d known users are not in the stored pool; adding theirs", date, missing.count())
-    return pool.unionByName(candidate_pool(spark, cfg, date, missing, items_f, items))
+    # The recent source reads every user's rollups, so keep the missing users' rows only.
+    extra = candidate_pool(spark, cfg, date, missing, items_f, items).join(
+        missing.select("user_id"), "user_id"
+    )
+    return pool.unionByName(extra)
 
 
 def ad_rows(spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, ads: DataFrame) -> DataFrame:
