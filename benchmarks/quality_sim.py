@@ -40,6 +40,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# Bookkeeping shared with the project generator (a bounded, time-ordered memory per user);
+# the generative model itself is this file's own.
+from recs.sample_data import _push as _remember
+from recs.sample_data import _sigmoid
+
 START = dt.date(2026, 3, 2)
 COUNTRIES = np.array(["US", "MX", "ES", "JP", "PL", "KE"], dtype=object)
 COUNTRY_P = np.array([0.35, 0.15, 0.15, 0.15, 0.1, 0.1])
@@ -254,24 +259,6 @@ def _gumbel_top(rng: np.random.Generator, logits: np.ndarray, k: int) -> np.ndar
     top = np.argpartition(-keys, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1)
     return np.take_along_axis(top, order, axis=1)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _remember(memory: np.ndarray, users: np.ndarray, items: np.ndarray) -> None:
-    """Append ``items`` (time-ordered) to each user's memory row; newest in the last column."""
-    width = memory.shape[1]
-    ou, oc = np.nonzero(memory >= 0)
-    u = np.concatenate([ou, users])
-    it = np.concatenate([memory[ou, oc], items])
-    order = np.argsort(u, kind="stable")
-    u, it = u[order], it[order]
-    age = np.searchsorted(u, u, side="right") - 1 - np.arange(len(u))  # 0 = newest of the user
-    keep = age < width
-    memory[:] = -1
-    memory[u[keep], width - 1 - age[keep]] = it[keep]
 
 
 def _from_memory(rng: np.random.Generator, memory: np.ndarray) -> np.ndarray:
