@@ -122,11 +122,10 @@ def pool_positions(candidates: DataFrame) -> DataFrame:
     source's own score, then item_id. Scoring without a model serves this order, and the
     model sees the position as a feature (what it has to improve on).
     """
-    from recs.score.candidates import PRIORITY
+    from recs.score.candidates import source_priority
 
-    priority = F.create_map(*[x for name, p in PRIORITY.items() for x in (F.lit(name), F.lit(p))])
     w = Window.partitionBy("user_id").orderBy(
-        priority[F.col("candidate_source")], F.col("source_score").desc(), F.col("item_id")
+        source_priority(), F.col("source_score").desc(), F.col("item_id")
     )
     return candidates.withColumn("position", F.row_number().over(w))
 

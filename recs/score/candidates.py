@@ -17,6 +17,12 @@ SOURCES = ("recent", "covisit", "category_popular", "global_popular")
 PRIORITY = {name: i for i, name in enumerate(SOURCES)}
 
 
+def source_priority(source: str = "candidate_source") -> F.Column:
+    """A source's rank in ``SOURCES`` (0 first), for ordering inside Spark."""
+    table = F.create_map(*[x for name, p in PRIORITY.items() for x in (F.lit(name), F.lit(p))])
+    return table[F.col(source)]
+
+
 def top_n(df: DataFrame, key: list[str], score: str, n: int, tie: str = "item_id") -> DataFrame:
     w = Window.partitionBy(*key).orderBy(F.col(score).desc(), F.col(tie))
     return df.withColumn("_r", F.row_number().over(w)).where(F.col("_r") <= n).drop("_r")
@@ -138,14 +144,11 @@ def merge_and_filter(candidates: list[DataFrame], bought: DataFrame, items: Data
     Removed: anything the user bought in the window, anything out of stock, and anything
     not in the current catalog snapshot (delisted / inactive).
     """
-    priority = F.create_map(*[x for name, p in PRIORITY.items() for x in (F.lit(name), F.lit(p))])
     cols = ["user_id", "item_id", "candidate_source", "source_score"]
     union = candidates[0].select(cols)
     for c in candidates[1:]:
         union = union.unionByName(c.select(cols))
-    best = Window.partitionBy("user_id", "item_id").orderBy(
-        priority[F.col("candidate_source")], F.col("source_score").desc()
-    )
+    best = Window.partitionBy("user_id", "item_id").orderBy(source_priority(), F.col("source_score").desc())
     in_stock = items.where("in_stock").select("item_id", "category_id")
     return (
         union.withColumn("_r", F.row_number().over(best))
