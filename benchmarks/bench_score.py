@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from recs import score
     from recs.config import load_config, replace_section
+    from recs.model.artifacts import load_model
     from recs.score.rank import score_with_model
     from recs.session import get_spark
     from recs.tables import read_date
-    from recs.train.artifacts import load_model
 
     cfg = load_config(lakehouse=str(args.lakehouse.resolve()), environ={})
     cfg = replace_section(cfg, "spark", shuffle_partitions=args.shuffle_partitions)

@@ -68,7 +68,7 @@ class Bench:
     """Holds the shared random data and runs each measurement."""
 
     def __init__(self, args: argparse.Namespace, torch: Any) -> None:
-        from recs.train.loop import resolve_device
+        from recs.model.device import resolve_device
 
         self.args, self.torch = args, torch
         self.device = resolve_device(args.device)
@@ -108,8 +108,10 @@ class Bench:
 
     def ours(self) -> dict[str, Callable[[], float]]:
         """recs.train as the nightly job runs it: ``train_epoch`` and ``DLRM.predict``."""
-        from recs.train.loop import TrainSettings, make_optimizers, resolve_precision, train_epoch
-        from recs.train.model import build_model
+        from recs.model.device import resolve_precision
+        from recs.model.dlrm import build_model
+        from recs.train.loop import TrainSettings, train_epoch
+        from recs.train.optim import make_optimizers
 
         model = build_model(self.spec, BOTTOM, TOP, ads_head=False, seed=0)
         model.fit_normalizer(self.batches[0].dense.cpu())
@@ -218,7 +220,7 @@ class Bench:
 
     def mlps_alone(self) -> dict[str, Callable[[], float]]:
         """Bottom + top MLP forward(+backward) on random inputs: no embeddings, no interaction."""
-        from recs.train.model import build_model
+        from recs.model.dlrm import build_model
 
         t = self.torch
         model = build_model(self.spec, BOTTOM, TOP, ads_head=False).to(self.device)
@@ -240,8 +242,9 @@ class Bench:
         }
 
     def bf16_train(self) -> float:
-        from recs.train.loop import TrainSettings, make_optimizers, train_epoch
-        from recs.train.model import build_model
+        from recs.model.dlrm import build_model
+        from recs.train.loop import TrainSettings, train_epoch
+        from recs.train.optim import make_optimizers
 
         model = build_model(self.spec, BOTTOM, TOP, ads_head=False)
         model.fit_normalizer(self.batches[0].dense)
@@ -254,8 +257,9 @@ class Bench:
 
     def auc_check(self) -> tuple[float, float]:
         """Both ways on the same planted-interaction data (small tables, so one epoch learns it)."""
-        from recs.train.loop import TrainSettings, evaluate, train
-        from recs.train.model import build_model
+        from recs.model.dlrm import build_model
+        from recs.model.metrics import evaluate
+        from recs.train.loop import TrainSettings, train
 
         t = self.torch
         spec = criteo_spec(100, 100)
@@ -280,7 +284,7 @@ class Bench:
                 o.step()
         with t.inference_mode():
             scores = t.cat([plain(b.dense, b.sparse) for b in val_b]).float().cpu().numpy()
-        from recs.train.loop import roc_auc
+        from recs.model.metrics import roc_auc
 
         return ours, roc_auc(t.cat([b.label for b in val_b]).cpu().numpy(), scores)
 
@@ -309,7 +313,7 @@ def criteo_spec(rows_min: float, rows_max: float) -> Any:
 
 def random_batches(torch: Any, spec: Any, batch_size: int, count: int, device: Any) -> list[Any]:
     """Uniform bucket ids in [1, buckets), Gaussian dense, 25% positives (what the reference feeds)."""
-    from recs.train.data import Batch
+    from recs.model.batches import Batch
 
     g = torch.Generator().manual_seed(0)
     limits = torch.tensor([f.buckets for f in spec.sparse])
@@ -325,7 +329,7 @@ def random_batches(torch: Any, spec: Any, batch_size: int, count: int, device: A
 
 def planted_batches(torch: Any, spec: Any, batch_size: int, device: Any) -> Callable[..., list[Any]]:
     """Labels from an interaction of features 0 and 1 plus one dense feature."""
-    from recs.train.data import Batch
+    from recs.model.batches import Batch
 
     limits = torch.tensor([f.buckets for f in spec.sparse])
     side = torch.Generator().manual_seed(99)

@@ -33,10 +33,10 @@ def parse(description: str) -> tuple[Config, dt.date, argparse.Namespace]:
 
 def run_step(step: str, description: str) -> int:
     """Run one step for ``--date`` and return its exit code."""
-    from recs.ledger import StepSkipped
+    from recs.errors import StepSkipped
+    from recs.model.registry import promoted_model
     from recs.pipeline import step_function, train_due
     from recs.session import get_spark
-    from recs.train.registry import promoted_model
 
     cfg, date, args = parse(description)
     log = logging.getLogger("recs")

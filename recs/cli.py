@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from recs.config import Config, ConfigError, load_config
+from recs.config import Config, load_config
+from recs.errors import ConfigError
 
 log = logging.getLogger("recs")
 
@@ -55,8 +56,7 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from recs.errors import KNOWN_ERRORS
-        from recs.ledger import StepSkipped
+        from recs.errors import KNOWN_ERRORS, StepSkipped
 
         try:
             return fn(*args, **kwargs)
@@ -303,7 +303,7 @@ def status_cmd(cfg: Config, limit: int) -> None:
     from rich.table import Table
 
     from recs.ledger import latest_runs, night_status, shown_status
-    from recs.train.registry import promoted_model
+    from recs.model.registry import promoted_model
 
     spark = spark_for(cfg)
     console = Console()

@@ -14,11 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from recs.errors import ConfigError
+
 ENV_PREFIX = "RECS_"
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type."""
 
 
 @dataclass(frozen=True)

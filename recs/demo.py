@@ -47,9 +47,9 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
     from pyspark.sql import functions as F
     from rich.table import Table
 
+    from recs.model.registry import promoted_model
     from recs.report import eval_table
     from recs.tables import read_table
-    from recs.train.registry import promoted_model
 
     counts = Table(title=f"lakehouse {cfg.lakehouse}")
     counts.add_column("table")

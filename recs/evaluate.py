@@ -129,10 +129,10 @@ def baseline_lists(candidates: DataFrame, k: int) -> dict[str, DataFrame]:
 
 def model_quality(spark: SparkSession, cfg: Config, date: dt.date, version: str) -> dict[str, float]:
     """AUC and log-loss of the model that made the recommendations, on D's examples."""
+    from recs.model.artifacts import load_model
+    from recs.model.metrics import evaluate as evaluate_model
+    from recs.model.registry import artifact_location, model_row
     from recs.train import examples_for_dates
-    from recs.train.artifacts import load_model
-    from recs.train.loop import evaluate as evaluate_model
-    from recs.train.registry import artifact_location, model_row
 
     row = model_row(spark, cfg, version)
     if row is None:
@@ -146,7 +146,8 @@ def model_quality(spark: SparkSession, cfg: Config, date: dt.date, version: str)
 
 
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
-    from recs.ledger import StepSkipped, record_step
+    from recs.errors import StepSkipped
+    from recs.ledger import record_step
     from recs.schemas import table_schema
     from recs.score import stored_pool
     from recs.tables import read_date, read_range, replace_partition

@@ -20,6 +20,7 @@ from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from recs.config import Config
+from recs.errors import CountMismatchError, FeedRejectedError, MissingInputError
 from recs.ledger import record_step
 from recs.schemas import raw_doc, raw_schema
 from recs.tables import committed_rows, read_range, replace_partition, table_exists, table_path
@@ -30,18 +31,6 @@ CORRUPT = "_corrupt_record"
 ITEM_EVENTS = tuple(raw_doc("events")["event_types"]["item"])
 AD_EVENTS = tuple(raw_doc("events")["event_types"]["ad"])
 AD_STATUSES = ("active", "paused", "ended")
-
-
-class MissingInputError(FileNotFoundError):
-    """A raw input partition the step needs is not there."""
-
-
-class CountMismatchError(RuntimeError):
-    """read != written + quarantined + duplicates: something was lost or invented."""
-
-
-class FeedRejectedError(ValueError):
-    """A feed is empty, mostly bad, or far below its usual volume: the night must not use it."""
 
 
 @dataclass(frozen=True)

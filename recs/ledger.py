@@ -23,18 +23,11 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recs.config import Config
+from recs.errors import StepNotDoneError, StepSkipped
 from recs.schemas import table_schema
 from recs.tables import append_rows, read_table, table_exists, table_path
 
 log = logging.getLogger("recs")
-
-
-class StepSkipped(Exception):
-    """Raised by a step that has nothing to do for a date (e.g. not enough history to train).
-
-    The ledger records it as ``skipped``, which counts as done: the same date and data would
-    skip again, and ``--force`` redoes it.
-    """
 
 
 # unhealthy: the step wrote its rows but they broke an output health check. It counts as done
@@ -182,10 +175,6 @@ def night_status(step_statuses: dict[str, str]) -> str:
     if "unhealthy" in states:
         return "unhealthy"
     return "degraded" if failed else "succeeded"
-
-
-class StepNotDoneError(RuntimeError):
-    """A step needs an earlier step of the same date that is recorded as failed or unfinished."""
 
 
 def require_done(spark: SparkSession, cfg: Config, step: str, date: dt.date, *, by: str) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 
 from recs.config import Config
-from recs.ledger import StepSkipped
+from recs.errors import StepSkipped
 
 log = logging.getLogger("recs")
 
@@ -101,7 +101,7 @@ def nightly(
     force_train: bool = False,
 ) -> NightReport:
     """Run the night's steps in order; stop at the first failure (the report says which)."""
-    from recs.train.registry import promoted_model
+    from recs.model.registry import promoted_model
 
     wanted = list(steps)
     unknown = sorted(set(wanted) - set(STEPS))

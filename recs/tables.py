@@ -14,11 +14,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recs.config import Config
+from recs.errors import MissingTableError, NothingToRestoreError
 from recs.schemas import conform, partition_column
-
-
-class MissingTableError(RuntimeError):
-    """A stage needs a table (or a date of it) that an earlier stage has not written."""
 
 
 def lakehouse_root(cfg: Config) -> str:
@@ -108,10 +105,6 @@ def append_rows(df: DataFrame, cfg: Config, name: str) -> None:
     conform(df, name).write.format("delta").mode("append").option("mergeSchema", "true").save(
         table_path(cfg, name)
     )
-
-
-class NothingToRestoreError(RuntimeError):
-    """A date's partition has no earlier version to put back."""
 
 
 def restore_partition(spark: SparkSession, cfg: Config, name: str, date: dt.date) -> int:

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from recs.ledger import StepNotDoneError, latest_runs, night_status, record_step, require_done, shown_status
+from recs.errors import StepNotDoneError
+from recs.ledger import latest_runs, night_status, record_step, require_done, shown_status
 
 NOW = dt.datetime(2026, 5, 1, 12, 0)
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recs.errors import ArtifactError
 from recs.features.spec import FeatureSpec
-from recs.train.artifacts import ArtifactError, load_json, load_model, read_manifest, save_model
-from recs.train.model import DLRM, PairwiseInteraction, build_model, lower_triangle
+from recs.model.artifacts import load_json, load_model, read_manifest, save_model
+from recs.model.dlrm import DLRM, PairwiseInteraction, build_model, lower_triangle
 
 
 def tiny_spec(pooling: str = "mean", dim: int = 4) -> FeatureSpec:

@@ -18,10 +18,10 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from recs.ledger import latest_runs
+from recs.model.registry import promoted_model
 from recs.pipeline import STEPS, nightly
 from recs.score import load_promoted
 from recs.tables import read_date, read_table, table_path
-from recs.train.registry import promoted_model
 from tests.conftest import NIGHTS, START, copy_lakehouse
 
 LAST = START + dt.timedelta(days=NIGHTS - 1)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from pyspark.sql import functions as F
 
+from recs.model.artifacts import load_model
 from recs.score import load_promoted, ranking_inputs
 from recs.score.ads import FREQUENCY_DAYS
 from recs.score.rank import score_with_model
 from recs.tables import read_date, read_range, read_table, table_path
-from recs.train.artifacts import load_model
 from tests.conftest import COLD_USER, NIGHTS, START, copy_lakehouse
 
 LAST = START + dt.timedelta(days=NIGHTS - 1)

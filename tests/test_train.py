@@ -9,10 +9,11 @@ import torch
 
 from recs.config import replace_section
 from recs.features.spec import load_spec
+from recs.model.dlrm import build_model
+from recs.model.metrics import validation_metrics
+from recs.model.registry import promoted_model
 from recs.train import example_streams, judge_and_register, training_window
-from recs.train.loop import TrainSettings, train, validation_metrics
-from recs.train.model import build_model
-from recs.train.registry import promoted_model
+from recs.train.loop import TrainSettings, train
 from tests.conftest import NIGHTS, START, copy_lakehouse
 
 LAST = START + dt.timedelta(days=NIGHTS - 1)
@@ -96,9 +97,9 @@ def test_retraining_never_rewrites_the_promoted_artefact(spark, pipeline, tmp_pa
     from pyspark.sql import functions as F
 
     from recs import train as train_step
+    from recs.model.registry import artifact_location
     from recs.score import load_promoted
     from recs.tables import read_date, replace_partition
-    from recs.train.registry import artifact_location
 
     cfg, _ = pipeline
     copy = copy_lakehouse(cfg, tmp_path / "lakehouse")

@@ -34,8 +34,8 @@ class ScoringModel:
 
 def load_promoted(spark: SparkSession, cfg: Config, date: dt.date) -> ScoringModel | None:
     """The model that serves ``date`` (validated on or before it), verified on the driver."""
-    from recs.train.artifacts import load_model
-    from recs.train.registry import artifact_location, promoted_model
+    from recs.model.artifacts import load_model
+    from recs.model.registry import artifact_location, promoted_model
 
     row = promoted_model(spark, cfg, date)
     if row is None:

@@ -21,8 +21,8 @@ def worker_model(artifact: str, device: str, threads: int = 1) -> Any:
     """Load (once per Python worker) the model at ``artifact``; threads sized for one task."""
     import torch
 
-    from recs.train.artifacts import load_model
-    from recs.train.loop import resolve_device
+    from recs.model.artifacts import load_model
+    from recs.model.device import resolve_device
 
     key = (artifact, device)
     if key not in _MODELS:
@@ -37,7 +37,7 @@ def score_batch(model: Any, batch: pa.RecordBatch, spec_width: tuple[int, int], 
     import numpy as np
     import torch
 
-    from recs.train.data import list_matrix
+    from recs.model.batches import list_matrix
 
     num_dense, sparse_width = spec_width
     dense = list_matrix(batch.column("dense"), num_dense, np.dtype(np.float32), "dense")

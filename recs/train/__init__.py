@@ -18,13 +18,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recs.config import Config
+from recs.errors import ArtifactError, MissingTableError, StepSkipped, TrainingDataError
 from recs.schemas import table_schema
 
 log = logging.getLogger("recs")
-
-
-class TrainingDataError(ValueError):
-    """The examples cannot train a model: wrong feature spec, or no validation day."""
 
 
 @dataclass(frozen=True)
@@ -70,9 +67,6 @@ def training_window(spark: SparkSession, cfg: Config, date: dt.date, spec_hash: 
     """
     from delta.tables import DeltaTable
 
-    from recs.ledger import StepSkipped
-    from recs.tables import MissingTableError
-
     start = date - dt.timedelta(days=cfg.train.window_days - 1)
     path = examples_path(cfg)
     if not DeltaTable.isDeltaTable(spark, path):
@@ -113,7 +107,7 @@ def training_window(spark: SparkSession, cfg: Config, date: dt.date, spec_hash: 
 
 def example_streams(cfg: Config, window: TrainWindow, spec, device: str):
     """(train, validation) re-iterable batch streams over the current Delta snapshot."""
-    from recs.train.data import ExampleStream, label_date_filter, open_examples
+    from recs.model.batches import ExampleStream, label_date_filter, open_examples
 
     dataset = open_examples(examples_path(cfg), table_format="delta", delta_version=window.delta_version)
     t = cfg.train
@@ -140,8 +134,8 @@ def examples_for_dates(
     spark: SparkSession, cfg: Config, dates: list[dt.date], spec, *, batch_size: int, shuffle: bool = False
 ):
     """A batch stream over the examples of ``dates`` (None when those days hold no rows)."""
+    from recs.model.batches import ExampleStream, label_date_filter, open_examples
     from recs.tables import read_range
-    from recs.train.data import ExampleStream, label_date_filter, open_examples
 
     present = read_range(spark, cfg, "training_examples", min(dates), max(dates)).where(
         F.col("spec_hash") == spec.spec_hash
@@ -186,9 +180,9 @@ def incumbent_auc(
     spark: SparkSession, cfg: Config, val_stream, spec_hash: str, as_of: dt.date
 ) -> tuple[float | None, str | None]:
     """AUC of the model promoted as of ``as_of`` on the same validation day (None if none/other spec)."""
-    from recs.train.artifacts import ArtifactError, load_model
-    from recs.train.loop import evaluate
-    from recs.train.registry import artifact_location, promoted_model
+    from recs.model.artifacts import load_model
+    from recs.model.metrics import evaluate
+    from recs.model.registry import artifact_location, promoted_model
 
     row = promoted_model(spark, cfg, as_of)
     if row is None:
@@ -224,9 +218,9 @@ def judge_and_register(
     retrain on the same inputs), its bytes stay, and the gate judges the stored model, so a
     registry row always describes the files it points to.
     """
-    from recs.train.artifacts import artifact_exists, load_model, save_model
-    from recs.train.loop import evaluate
-    from recs.train.registry import artifact_location, gate, model_dir, record_model
+    from recs.model.artifacts import artifact_exists, load_model, save_model
+    from recs.model.metrics import evaluate
+    from recs.model.registry import artifact_location, gate, model_dir, record_model
 
     spec = model.spec
     version = model_version(window, spec.spec_hash, cfg)
@@ -291,8 +285,10 @@ def outcome_details(outcome: TrainOutcome) -> dict[str, object]:
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> TrainOutcome:
     from recs.features.spec import load_spec
     from recs.ledger import record_step
-    from recs.train.loop import TrainSettings, resolve_device, train, validation_metrics
-    from recs.train.model import build_model
+    from recs.model.device import resolve_device
+    from recs.model.dlrm import build_model
+    from recs.model.metrics import validation_metrics
+    from recs.train.loop import TrainSettings, train
 
     spec = load_spec()
     with record_step(spark, cfg, "train", date) as step:

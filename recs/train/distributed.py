@@ -3,7 +3,7 @@
 Use it when one process is not enough: several GPUs on the driver (``local_mode``), or GPU
 executors across nodes. Every rank reads the same shuffled stream of the training window
 from the Delta snapshot and trains on every ``world``-th batch; gradients are averaged after
-each backward (``recs.train.loop.average_gradients``), so the replicas stay identical. The
+each backward (``recs.train.collective.average_gradients``), so the replicas stay identical. The
 ranks then compare digests of their weights and every rank returns the same bytes (rank 0's
 weights and metrics), so the driver gets the same result whichever rank's return value
 ``TorchDistributor`` hands back, and gates and registers the model exactly as a
@@ -23,15 +23,12 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import SparkSession
 
 from recs.config import Config, config_from_dict
+from recs.errors import ReplicaMismatchError
 
 if TYPE_CHECKING:
     import torch
 
     from recs.train import TrainWindow
-
-
-class ReplicaMismatchError(RuntimeError):
-    """The ranks finished training with different weights: gradient averaging is broken."""
 
 
 class RankShard:
@@ -143,9 +140,9 @@ def worker(cfg_doc: dict[str, Any], window: TrainWindow, precision: str) -> byte
     import torch.distributed as dist
 
     from recs.features.spec import load_spec
+    from recs.model.dlrm import build_model
     from recs.train import example_streams
     from recs.train.loop import TrainSettings, train
-    from recs.train.model import build_model
 
     cfg = config_from_dict(cfg_doc)
     cuda = use_cuda(cfg.train.device)
@@ -198,9 +195,9 @@ def train_distributed(
     from pyspark.ml.torch.distributor import TorchDistributor
 
     from recs.features.spec import load_spec
+    from recs.model.dlrm import DLRM
+    from recs.model.metrics import validation_metrics
     from recs.train import TrainOutcome, example_streams, judge_and_register, training_window
-    from recs.train.loop import validation_metrics
-    from recs.train.model import DLRM
 
     spec = load_spec()
     window = training_window(spark, cfg, date, spec.spec_hash)

@@ -1,16 +1,13 @@
-"""Training loop: sparse row-wise Adagrad for embeddings, Adam for the MLPs, per-epoch validation.
+"""The training loop: epochs, weighted log-loss, per-epoch validation, early stopping.
 
-One code path for CPU and CUDA. On CUDA the forward runs under bf16 autocast; on CPU
-only where the CPU has native bf16 (AMX / AVX512-BF16): on AVX2-only CPUs bf16 matmuls are
-emulated, and bf16 training ran ~17x slower than fp32 on the 2-core AVX2 EPYC here, so fp32
-is used. Batch sources are iterables of :class:`~recs.train.data.Batch` (or dicts with the
-same keys), or ``callable(epoch)`` returning one, so a benchmark's random tensors and the
-Parquet stream feed the same loop.
+One code path for CPU and CUDA; :mod:`recs.model.device` picks the device and whether the
+forward runs under bf16 autocast. Batch sources are iterables of
+:class:`~recs.model.batches.Batch` (or dicts with the same keys), or ``callable(epoch)``
+returning one, so a benchmark's random tensors and the Delta stream feed the same loop.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -19,14 +16,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from recs.train.data import Batch
-from recs.train.model import DLRM, dense_parameters, embedding_parameters
+from recs.model.batches import Batch
+from recs.model.device import autocast, resolve_device, resolve_precision
+from recs.model.dlrm import DLRM
+from recs.model.metrics import evaluate, validation_metrics
+from recs.train.collective import average_gradients, broadcast_model, distributed
+from recs.train.optim import make_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -70,212 +70,6 @@ class TrainResult:
     precision: str
     stopped_early: bool
     settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (NaN -> None), for ``metrics.json`` and the registry."""
-        return _json_clean(asdict(self))
-
-
-def _json_clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_clean(v) for v in value]
-    return value
-
-
-# --------------------------------------------------------------------------- optimizers
-
-
-class RowWiseAdagrad(torch.optim.Optimizer):
-    """Adagrad with one accumulator per embedding row (the mean squared gradient of the row).
-
-    Takes the uncoalesced sparse gradients the model emits and deduplicates rows itself
-    (``torch.unique`` + ``index_add_`` instead of ``coalesce()``): on the Criteo benchmark
-    shape a step took 11.6 ms vs 35.8 ms for ``torch.optim.Adagrad``'s sparse path and
-    62.9 ms for ``SparseAdam`` (2 CPU threads), and the state is one float per row instead
-    of one (Adagrad) or two (Adam) per weight. Dense gradients are accepted too.
-    """
-
-    def __init__(self, params: Iterable[Tensor], lr: float = 0.05, eps: float = 1e-8) -> None:
-        if lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
-        super().__init__(params, {"lr": lr, "eps": eps})
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "sum" not in state:
-                    state["sum"] = torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)
-                if p.grad.is_sparse:
-                    rows, values = _sparse_rows(p.grad)
-                else:
-                    rows, values = None, p.grad.reshape(p.shape[0], -1)
-                _adagrad_rows(p, state["sum"], rows, values.float(), group["lr"], group["eps"])
-        return loss
-
-
-def _sparse_rows(grad: Tensor) -> tuple[Tensor, Tensor]:
-    """Unique rows and their summed gradient from a (possibly uncoalesced) COO gradient."""
-    if grad.is_coalesced():
-        return grad.indices()[0], grad.values()
-    rows, values = grad._indices()[0], grad._values()
-    unique, inverse = torch.unique(rows, return_inverse=True)
-    if unique.numel() == rows.numel():
-        return rows, values
-    return unique, values.new_zeros((unique.numel(), values.shape[1])).index_add_(0, inverse, values)
-
-
-def _adagrad_rows(
-    weight: Tensor, acc: Tensor, rows: Tensor | None, grad: Tensor, lr: float, eps: float
-) -> None:
-    """``acc[r] += mean(g_r^2); w[r] -= lr * g_r / (sqrt(acc[r]) + eps)`` for the given rows."""
-    if rows is None:
-        acc.add_(grad.pow(2).mean(1))
-        weight.add_(grad * (-lr / (acc.sqrt() + eps)).unsqueeze(1))
-        return
-    new_acc = acc.index_select(0, rows) + grad.pow(2).mean(1)
-    acc.index_put_((rows,), new_acc)  # rows are unique here; index_put_ is parallel, index_copy_ is not
-    weight.index_add_(0, rows, (grad * (-lr / (new_acc.sqrt() + eps)).unsqueeze(1)).to(weight.dtype))
-
-
-def _adam(params: list[Tensor], lr: float) -> torch.optim.Optimizer:
-    """Adam with the fused kernel where this build has one for the device (CPU and CUDA do)."""
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, foreach=True)
-
-
-def make_optimizers(model: DLRM, settings: TrainSettings) -> tuple[torch.optim.Optimizer, RowWiseAdagrad]:
-    """(dense Adam over the MLPs, row-wise Adagrad over the embedding rows)."""
-    return (
-        _adam(dense_parameters(model), settings.learning_rate),
-        RowWiseAdagrad(embedding_parameters(model), lr=settings.embedding_learning_rate),
-    )
-
-
-# --------------------------------------------------------------------------- devices, precision
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is an error, not a silent CPU run."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX512-BF16: the CPUs where bf16 matmuls are faster than fp32."""
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(torch.cpu, c, lambda: False)()) for c in checks)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (None = fp32)."""
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    if name != "auto":
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {name!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_has_native_bf16() else None
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def roc_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """Rank AUC with ties counted as half (the Mann-Whitney statistic); NaN with one class only."""
-    y = np.asarray(labels) > 0.5
-    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
-    _, group = np.unique(np.asarray(scores), return_inverse=True)
-    pos = np.bincount(group, weights=w * y)
-    neg = np.bincount(group, weights=w * ~y)
-    total_pos, total_neg = pos.sum(), neg.sum()
-    if total_pos <= 0 or total_neg <= 0:
-        return float("nan")
-    neg_below = np.cumsum(neg) - neg
-    return float((pos * (neg_below + 0.5 * neg)).sum() / (total_pos * total_neg))
-
-
-def binary_metrics(
-    labels: np.ndarray, logits: np.ndarray, weights: np.ndarray | None = None
-) -> dict[str, float]:
-    """AUC, log-loss, normalised entropy (log-loss / entropy of the base rate), calibration."""
-    y = np.asarray(labels, dtype=np.float64)
-    z = np.asarray(logits, dtype=np.float64)
-    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
-    total = w.sum()
-    if len(y) == 0 or total <= 0:
-        return {"auc": math.nan, "logloss": math.nan, "ne": math.nan, "calibration": math.nan, "count": 0}
-    losses = np.maximum(z, 0) - y * z + np.log1p(np.exp(-np.abs(z)))
-    logloss = float((w * losses).sum() / total)
-    base = float((w * y).sum() / total)
-    entropy = -(base * math.log(base) + (1 - base) * math.log(1 - base)) if 0 < base < 1 else math.nan
-    mean_pred = float((w / (1 + np.exp(-z))).sum() / total)
-    return {
-        "auc": roc_auc(y, z, w),
-        "logloss": logloss,
-        "ne": logloss / entropy if entropy == entropy else math.nan,
-        "calibration": mean_pred / base if base > 0 else math.nan,
-        "base_rate": base,
-        "count": int(len(y)),
-    }
-
-
-@torch.inference_mode()
-def predict_batches(
-    model: DLRM, batches: Iterable[Batch | Mapping[str, Any]], device: torch.device, amp: torch.dtype | None
-) -> dict[str, np.ndarray]:
-    """Logits with labels, weights and is_ad for every row of ``batches`` (numpy, host memory)."""
-    model.eval()
-    out: dict[str, list[Tensor]] = {"logit": [], "label": [], "weight": [], "is_ad": []}
-    for item in batches:
-        batch = Batch.of(item).to(device, non_blocking=True)
-        with _autocast(device, amp):
-            logits = model(batch.dense, batch.sparse, batch.is_ad)
-        for key, value in (("logit", logits.float()), ("label", batch.label), ("weight", batch.weight)):
-            out[key].append(value.to("cpu", non_blocking=True))
-        out["is_ad"].append(batch.is_ad.to("cpu", non_blocking=True))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return {k: (torch.cat(v).numpy() if v else np.empty(0)) for k, v in out.items()}
-
-
-def evaluate(
-    model: DLRM,
-    batches: Iterable[Batch | Mapping[str, Any]],
-    device: str | torch.device = "auto",
-    precision: str = "auto",
-) -> dict[str, float]:
-    """Validation metrics over all rows, plus ``ads_*`` over the ad rows (their pCTR sets eCPM)."""
-    dev = resolve_device(device) if isinstance(device, str) else device
-    model.to(dev)
-    preds = predict_batches(model, batches, dev, resolve_precision(precision, dev))
-    metrics = binary_metrics(preds["label"], preds["logit"], preds["weight"])
-    ads = preds["is_ad"].astype(bool)
-    if ads.any():
-        ad_metrics = binary_metrics(preds["label"][ads], preds["logit"][ads], preds["weight"][ads])
-        metrics.update({f"ads_{k}": v for k, v in ad_metrics.items() if k != "base_rate"})
-    return metrics
 
 
 # --------------------------------------------------------------------------- training
@@ -340,7 +134,7 @@ def train_epoch(
     started = time.perf_counter()
     for item in _limit(batches, settings.max_steps_per_epoch):
         batch = Batch.of(item).to(device, non_blocking=True)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(batch.dense, batch.sparse, batch.is_ad)
         loss = weighted_bce(logits, batch.label, batch.weight)
         for opt in optimizers:
@@ -363,63 +157,11 @@ def train_epoch(
     return totals
 
 
-def distributed() -> bool:
-    """True inside a multi-process run (torchrun / TorchDistributor) with a process group."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def broadcast_model(model: DLRM) -> None:
-    for tensor in [*model.parameters(), *model.buffers()]:
-        torch.distributed.broadcast(tensor.data, src=0)
-
-
-def average_gradients(model: DLRM) -> None:
-    """Average gradients over ranks so every replica takes the same optimizer step.
-
-    Dense gradients are all-reduced. The embedding gradient is sparse (only the rows a batch
-    touched), so ranks all-gather its (row, value) pairs instead of reducing the whole table;
-    the row-wise optimizer then sums duplicates as it does on one process.
-    """
-    dist = torch.distributed
-    world = dist.get_world_size()
-    for p in model.parameters():
-        g = p.grad
-        if g is None:
-            continue
-        if not g.is_sparse:
-            dist.all_reduce(g)
-            g.div_(world)
-            continue
-        g = g.coalesce()
-        rows, values = g.indices()[0], g.values()
-        sizes = [torch.zeros((), dtype=torch.int64, device=rows.device) for _ in range(world)]
-        dist.all_gather(sizes, torch.tensor(rows.numel(), dtype=torch.int64, device=rows.device))
-        longest = int(max(sizes))
-        padded_rows = rows.new_zeros(longest)
-        padded_rows[: rows.numel()] = rows
-        padded_values = values.new_zeros((longest, values.shape[1]))
-        padded_values[: rows.numel()] = values
-        all_rows = [torch.empty_like(padded_rows) for _ in range(world)]
-        all_values = [torch.empty_like(padded_values) for _ in range(world)]
-        dist.all_gather(all_rows, padded_rows)
-        dist.all_gather(all_values, padded_values)
-        kept_rows = torch.cat([r[: int(n)] for r, n in zip(all_rows, sizes, strict=True)])
-        kept_values = torch.cat([v[: int(n)] for v, n in zip(all_values, sizes, strict=True)])
-        p.grad = torch.sparse_coo_tensor(
-            kept_rows.unsqueeze(0), kept_values / world, g.shape, check_invariants=False
-        )
-
-
 def _limit(batches: Iterable[Any], steps: int | None) -> Iterator[Any]:
     for i, item in enumerate(batches):
         if steps is not None and i >= steps:
             return
         yield item
-
-
-def validation_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The ``val_*`` entries of an epoch's metrics, without the prefix (what the gate judges)."""
-    return {k.removeprefix("val_"): v for k, v in metrics.items() if k.startswith("val_")}
 
 
 def _score(metrics: dict[str, float]) -> float:

@@ -13,7 +13,7 @@ Speed notes (2-core CPU, Criteo shape, see ``benchmarks/bench_train.py``):
   ``F.embedding_bag`` forward+backward took ~38 ms per Criteo batch here; the gather plus its
   sparse gradient take ~2 ms.
 * The gather's backward emits an uncoalesced sparse COO gradient (rows touched by the
-  batch only), which :class:`recs.train.loop.RowWiseAdagrad` applies without coalescing.
+  batch only), which :class:`recs.train.optim.RowWiseAdagrad` applies without coalescing.
 * The interaction has a hand-written backward: one ``bmm`` with the symmetric gradient
   matrix instead of autograd's two ``bmm`` plus an ``index_add``.
 * MLP inputs are zero-padded to a multiple of 8 columns (13 -> 16 dense, 367 -> 368 for the

@@ -26,8 +26,9 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from recs.errors import ArtifactError
 from recs.features.spec import FeatureSpec
-from recs.train.model import DLRM
+from recs.model.dlrm import DLRM
 
 FORMAT = "recs-dlrm"
 FORMAT_VERSION = 1
@@ -39,10 +40,6 @@ WEIGHTS, SPEC, CONFIG, METRICS, MANIFEST = (
     "manifest.json",
 )
 FILES = (WEIGHTS, SPEC, CONFIG, METRICS)
-
-
-class ArtifactError(RuntimeError):
-    """The directory is not a complete, untampered model artefact this code can load."""
 
 
 def _filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:

@@ -21,13 +21,10 @@ import pyarrow.dataset as ds
 import torch
 from torch import Tensor
 
+from recs.errors import DataError
 from recs.features.spec import FeatureSpec
 
 DENSE, SPARSE, WEIGHT, IS_AD, LABEL_DATE = "dense", "sparse", "weight", "is_ad", "label_date"
-
-
-class DataError(ValueError):
-    """An example batch does not match the feature spec (width, nulls, bucket range)."""
 
 
 @dataclass
