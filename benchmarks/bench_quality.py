@@ -383,7 +383,7 @@ def recs_lists(root: Path, day: dt.date, users: np.ndarray) -> dict[str, object]
 
     from recs import score
     from recs.config import load_config, replace_section
-    from recs.score import fallback_scores, recommendation_candidates, scoring_users, top_k
+    from recs.score import fallback_scores, top_k
     from recs.session import get_spark
     from recs.tables import read_date, read_range, read_table
 
@@ -395,14 +395,16 @@ def recs_lists(root: Path, day: dt.date, users: np.ndarray) -> dict[str, object]
     version = recs.select("model_version").first()
     recs_pd = recs.join(judged, "user_id").select("user_id", "item_id", "rank").toPandas()
 
-    if hasattr(score, "stored_pool"):  # the pool the features step stored and score ranked
+    if hasattr(score, "read_pool"):  # the pool the features step stored and score ranked
+        candidates = score.read_pool(spark, cfg, day)
+    elif hasattr(score, "stored_pool"):  # the same, under its earlier name
         candidates = score.stored_pool(spark, cfg, day)
     else:  # recs from before candidate_pool existed
-        candidates = recommendation_candidates(
+        candidates = score.recommendation_candidates(
             spark,
             cfg,
             day,
-            scoring_users(spark, cfg, day),
+            score.scoring_users(spark, cfg, day),
             read_date(spark, cfg, "item_features", day),
             read_date(spark, cfg, "items", day),
         )

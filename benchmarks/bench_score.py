@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from recs import score
     from recs.config import load_config, replace_section
+    from recs.features import read_history
     from recs.model.artifacts import load_model
     from recs.score.rank import score_with_model
     from recs.session import get_spark
@@ -61,10 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     # The ranking UDF alone, over the same candidate rows with features already assembled.
     users_f = read_date(spark, cfg, "user_features", date)
     items_f = read_date(spark, cfg, "item_features", date)
-    candidates = score.stored_pool(spark, cfg, date)
+    candidates = score.read_pool(spark, cfg, date)
     rows = candidates.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string"))
     keep = ["user_id", "item_id", "is_ad"]
-    inputs = score.ranking_inputs(spark, cfg, rows, users_f, items_f, model.spec, date, None, keep)
+    history = read_history(spark, cfg, date)
+    inputs = score.ranking_inputs(rows, users_f, items_f, history, model.spec, None, keep)
     inputs = inputs.localCheckpoint()
     width = (model.spec.num_dense, model.spec.sparse_width)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.score.batch_size))

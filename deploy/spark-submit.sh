@@ -11,10 +11,12 @@
 set -euo pipefail
 
 readonly DELTA_PACKAGE="io.delta:delta-spark_4.2_2.13:4.4.0"
-readonly STEPS="nightly ingest features train score evaluate"
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
+# The steps are the jobs/ scripts (one per step of recs.pipeline.STEPS, plus nightly).
+STEPS=$(cd "$ROOT/jobs" && for f in [a-z]*.py; do printf '%s ' "${f%.py}"; done)
+readonly STEPS
 
 usage() {
   cat <<EOF

@@ -18,6 +18,7 @@ import click
 
 from recs.config import Config, load_config
 from recs.errors import ConfigError
+from recs.pipeline import STEPS
 
 log = logging.getLogger("recs")
 
@@ -205,7 +206,7 @@ def print_eval(cfg: Config, date: dt.date) -> None:
 EXIT_DEGRADED = 3
 EXIT_UNHEALTHY = 4
 
-STEP_CHOICE = click.Choice(["ingest", "features", "train", "score", "evaluate"])
+STEP_CHOICE = click.Choice(STEPS)
 
 
 @cli.command("nightly")
@@ -217,7 +218,7 @@ STEP_CHOICE = click.Choice(["ingest", "features", "train", "score", "evaluate"])
 @friendly_errors
 def nightly_cmd(cfg: Config, date: dt.date, force: bool, force_train: bool, steps: tuple[str, ...]) -> None:
     """ingest -> features -> train (when due) -> score -> evaluate for DATE, resuming after a failure."""
-    from recs.pipeline import STEPS, nightly
+    from recs.pipeline import nightly
 
     report = nightly(spark_for(cfg), cfg, date, steps=steps or STEPS, force=force, force_train=force_train)
     echo_report(report)
@@ -255,7 +256,7 @@ def backfill_cmd(
     """Run nights START..END in order with the nightly skip/resume rules."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from recs.pipeline import STEPS, backfill, date_range, plan_night
+    from recs.pipeline import backfill, date_range, plan_night
 
     if end < start:
         raise click.BadParameter(f"{end} is before --start {start}", param_hint="--end")
@@ -304,6 +305,7 @@ def status_cmd(cfg: Config, limit: int) -> None:
 
     from recs.ledger import latest_runs, night_status, shown_status
     from recs.model.registry import promoted_model
+    from recs.values import metric_text
 
     spark = spark_for(cfg)
     console = Console()
@@ -329,7 +331,7 @@ def status_cmd(cfg: Config, limit: int) -> None:
         console.print("promoted model: none yet")
     else:
         console.print(
-            f"promoted model: {model.model_version} (AUC {model.metrics.get('auc', float('nan')):.4f}, "
+            f"promoted model: {model.model_version} (AUC {metric_text(model.metrics.get('auc'))}, "
             f"trained {model.trained_at:%Y-%m-%d %H:%M}, data {model.train_start}..{model.train_end})"
         )
 

@@ -50,6 +50,7 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
     from recs.model.registry import promoted_model
     from recs.report import eval_table
     from recs.tables import read_table
+    from recs.values import metric_text
 
     counts = Table(title=f"lakehouse {cfg.lakehouse}")
     counts.add_column("table")
@@ -75,9 +76,9 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
     if model is not None:
         m = model.metrics
         console.print(
-            f"[bold]promoted model[/] {model.model_version}: AUC {m.get('auc', float('nan')):.4f}, "
-            f"log-loss {m.get('logloss', float('nan')):.4f}, "
-            f"calibration {m.get('calibration', float('nan')):.3f}"
+            f"[bold]promoted model[/] {model.model_version}: AUC {metric_text(m.get('auc'))}, "
+            f"log-loss {metric_text(m.get('logloss'))}, "
+            f"calibration {metric_text(m.get('calibration'), 3)}"
         )
     ev = (
         read_table(spark, cfg, "eval_metrics").where(F.col("eval_date") == F.lit(date)).orderBy("metric", "k")

@@ -13,23 +13,29 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 from recs.config import Config
+from recs.errors import StepSkipped
+from recs.frames import top_n
+from recs.schemas import interaction_events
+from recs.values import finite_or_none, metric_text
+
+if TYPE_CHECKING:
+    from recs.model.batches import ExampleStream
+    from recs.model.dlrm import DLRM
 
 log = logging.getLogger("recs")
-
-RELEVANT_EVENTS = ("view", "click", "add_to_cart", "purchase")
 
 
 def relevant_items(events: DataFrame) -> DataFrame:
     """(user_id, item_id) pairs the user interacted with: the ground truth."""
     return (
-        events.where(F.col("event_type").isin(*RELEVANT_EVENTS) & F.col("item_id").isNotNull())
+        events.where(F.col("event_type").isin(*interaction_events()) & F.col("item_id").isNotNull())
         .select("user_id", "item_id")
         .distinct()
     )
@@ -91,12 +97,9 @@ def coverage(recs: DataFrame, catalog: DataFrame, ks: list[int]) -> dict[tuple[s
 
 def popularity_recs(users: DataFrame, item_features: DataFrame, k: int) -> DataFrame:
     """The baseline: everyone gets the same most popular in-stock items, ranked 1..k."""
-    from recs.score.candidates import popularity, top_n
+    from recs.score.candidates import popularity
 
-    top = top_n(popularity(item_features).withColumn("_all", F.lit(1)), ["_all"], "source_score", k)
-    ranked = top.withColumn(
-        "rank", F.row_number().over(Window.orderBy(F.col("source_score").desc(), "item_id"))
-    )
+    ranked = top_n(popularity(item_features), [], "source_score", k, rank="rank")
     return users.crossJoin(F.broadcast(ranked.select("item_id", "rank")))
 
 
@@ -127,78 +130,113 @@ def baseline_lists(candidates: DataFrame, k: int) -> dict[str, DataFrame]:
     }
 
 
-def model_quality(spark: SparkSession, cfg: Config, date: dt.date, version: str) -> dict[str, float]:
-    """AUC and log-loss of the model that made the recommendations, on D's examples."""
-    from recs.model.artifacts import load_model
-    from recs.model.metrics import evaluate as evaluate_model
-    from recs.model.registry import artifact_location, model_row
-    from recs.train import examples_for_dates
+@dataclass(frozen=True)
+class EvalInputs:
+    """What judging rec_date D-1 against day D reads."""
 
+    recs: DataFrame  # D-1's recommendations
+    events: DataFrame  # D's events: the ground truth
+    items: DataFrame  # item_features as of D-1: popularity and the catalog for coverage
+    pool: DataFrame  # the candidate pool score ranked on D-1
+    version: str  # the model that made the recommendations
+    model: DLRM | None  # that model, to judge on D's examples (None: no model, or none stored)
+    examples: ExampleStream | None
+
+
+def read_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> EvalInputs:
+    """Everything evaluation reads for ``date``; skips when D-1 has no recommendations."""
+    from recs.model.artifacts import load_model
+    from recs.model.batches import examples_for_dates
+    from recs.model.registry import artifact_location, model_row
+    from recs.score import read_pool
+    from recs.tables import read_date, read_range
+
+    rec_date = date - dt.timedelta(days=1)
+    recs = read_range(spark, cfg, "recommendations", rec_date, rec_date)
+    first = recs.select("model_version").first()
+    if first is None:
+        raise StepSkipped(f"no recommendations for {rec_date} to judge")
+    version = first.model_version
+    model = examples = None
     row = model_row(spark, cfg, version)
-    if row is None:
+    if row is not None:
+        model, spec, _ = load_model(artifact_location(cfg, row.artifact_path))
+        examples = examples_for_dates(cfg, [date], spec, batch_size=cfg.train.batch_size)
+    return EvalInputs(
+        recs=recs,
+        events=read_date(spark, cfg, "events", date),
+        items=read_date(spark, cfg, "item_features", rec_date),
+        pool=read_pool(spark, cfg, rec_date),
+        version=version,
+        model=model,
+        examples=examples,
+    )
+
+
+def model_quality(model: DLRM | None, examples: ExampleStream | None) -> dict[str, float]:
+    """AUC and log-loss of the model that made the recommendations, on D's examples."""
+    from recs.model.metrics import evaluate as evaluate_model
+
+    if model is None or examples is None:
         return {}
-    model, spec, _ = load_model(artifact_location(cfg, row.artifact_path))
-    stream = examples_for_dates(spark, cfg, [date], spec, batch_size=cfg.train.batch_size, shuffle=False)
-    if stream is None:
-        return {}
-    metrics = evaluate_model(model, stream, "cpu")
+    metrics = evaluate_model(model, examples, "cpu")
     return {k: metrics[k] for k in ("auc", "logloss") if k in metrics}
 
 
+def metric_rows(inputs: EvalInputs, ks: list[int], date: dt.date) -> list[dict[str, object]]:
+    """``eval_metrics`` rows for ``date``: each ranking metric for the model beside each
+    baseline, the pool's recall, and the model's AUC / log-loss; NaN stored as null."""
+    top = max(ks)
+    relevant = relevant_items(inputs.events)
+    users = inputs.recs.select("user_id").distinct()
+    systems = {
+        "model": inputs.recs,
+        "popularity": popularity_recs(users, inputs.items, top),
+        **baseline_lists(inputs.pool, top),
+    }
+    results = {
+        name: ranking_metrics(df, relevant, ks) | coverage(df, inputs.items, ks)
+        for name, df in systems.items()
+    }
+    version = inputs.version
+    rows = [
+        metric_row(m, k, v, version, date, {name: results[name].get((m, k)) for name in results})
+        for (m, k), v in results["model"].items()
+    ]
+    rows.append(metric_row("pool_recall", None, pool_recall(inputs.pool, relevant, users), version, date))
+    for name, value in model_quality(inputs.model, inputs.examples).items():
+        rows.append(metric_row(name, None, value, version, date))
+    return [finite_or_none(r) for r in rows]
+
+
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
-    from recs.errors import StepSkipped
     from recs.ledger import record_step
     from recs.schemas import table_schema
-    from recs.score import stored_pool
-    from recs.tables import read_date, read_range, replace_partition
+    from recs.tables import replace_partition
 
-    ks = sorted(set(cfg.evaluate.ks))
-    rec_date = date - dt.timedelta(days=1)
     with record_step(spark, cfg, "evaluate", date) as step:
-        recs = read_range(spark, cfg, "recommendations", rec_date, rec_date)
-        first = recs.select("model_version").first()
-        if first is None:
-            raise StepSkipped(f"no recommendations for {rec_date} to judge")
-        version = first.model_version
-        relevant = relevant_items(read_date(spark, cfg, "events", date))
-        items_prev = read_date(spark, cfg, "item_features", rec_date)
-        users = recs.select("user_id").distinct()
-        # The pool the score step ranked on rec_date.
-        candidates = stored_pool(spark, cfg, rec_date).cache()
-        systems = {
-            "model": recs,
-            "popularity": popularity_recs(users, items_prev, max(ks)),
-            **baseline_lists(candidates, max(ks)),
-        }
-        results = {
-            name: ranking_metrics(df, relevant, ks) | coverage(df, items_prev, ks)
-            for name, df in systems.items()
-        }
-        rows = [
-            metric_row(m, k, v, version, date, {name: results[name].get((m, k)) for name in results})
-            for (m, k), v in results["model"].items()
-        ]
-        rows.append(metric_row("pool_recall", None, pool_recall(candidates, relevant, users), version, date))
-        candidates.unpersist()
-        for name, value in model_quality(spark, cfg, date, version).items():
-            rows.append(metric_row(name, None, value, version, date))
-        clean = [{key: None if _nan(v) else v for key, v in r.items()} for r in rows]
+        inputs = read_inputs(spark, cfg, date)
+        inputs.pool.cache()  # read by two baselines and the pool's recall
+        rows = metric_rows(inputs, sorted(set(cfg.evaluate.ks)), date)
+        inputs.pool.unpersist()
         replace_partition(
-            spark.createDataFrame(clean, table_schema("eval_metrics")), cfg, "eval_metrics", date
+            spark.createDataFrame(rows, table_schema("eval_metrics")), cfg, "eval_metrics", date
         )
-        step.counts["metrics"] = len(clean)
-        step.counts["users_evaluated"] = int(results["model"][("users_evaluated", None)])
-        for r in clean:
+        step.counts["metrics"] = len(rows)
+        step.counts["users_evaluated"] = int(
+            next(r["value"] for r in rows if r["metric"] == "users_evaluated")
+        )
+        for r in rows:
             if r["k"] in (None, 10):
                 log.info(
                     "evaluate %s: %-16s k=%-4s model %s  popularity %s  candidate order %s  recent %s",
                     date,
                     r["metric"],
                     r["k"],
-                    _fmt(r["value"]),
-                    _fmt(r["baseline_value"]),
-                    _fmt(r["candidate_order_value"]),
-                    _fmt(r["recent_value"]),
+                    metric_text(r["value"]),
+                    metric_text(r["baseline_value"]),
+                    metric_text(r["candidate_order_value"]),
+                    metric_text(r["recent_value"]),
                 )
         return dict(step.counts)
 
@@ -224,11 +262,3 @@ def metric_row(
         row[column] = (baselines or {}).get(name)
     row["eval_date"] = date
     return row
-
-
-def _nan(v: object) -> bool:
-    return v is not None and isinstance(v, float) and math.isnan(v)
-
-
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"

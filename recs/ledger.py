@@ -20,10 +20,10 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 from recs.config import Config
 from recs.errors import StepNotDoneError, StepSkipped
+from recs.frames import first_rows
 from recs.schemas import table_schema
 from recs.tables import append_rows, read_table, table_exists, table_path
 
@@ -108,15 +108,8 @@ def latest_runs(spark: SparkSession, cfg: Config):
     if not table_exists(spark, table_path(cfg, "pipeline_runs")):
         return None
     # A run's final row has its running row's started_at and a later finished_at.
-    w = Window.partitionBy("step", "run_date").orderBy(
-        F.col("started_at").desc(), F.col("finished_at").desc(), F.col("run_id").desc()
-    )
-    return (
-        read_table(spark, cfg, "pipeline_runs")
-        .withColumn("_n", F.row_number().over(w))
-        .where("_n = 1")
-        .drop("_n")
-    )
+    order = [F.col("started_at").desc(), F.col("finished_at").desc(), F.col("run_id").desc()]
+    return first_rows(read_table(spark, cfg, "pipeline_runs"), ["step", "run_date"], order)
 
 
 def succeeded_steps(spark: SparkSession, cfg: Config, date: dt.date) -> set[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from recs.config import Config
+from recs.values import metric_text
 
 PANELS = (("recall", 10), ("ndcg", 10), ("hit_rate", 10), ("mrr", "max"), ("coverage", 10), ("auc", None))
 # eval_metrics column -> legend label and line style, the model first.
@@ -26,7 +27,7 @@ def eval_table(rows: list, title: str):
     for col in ("metric", "k", *(label for label, _ in SYSTEMS.values())):
         table.add_column(col)
     for r in rows:
-        values = ["-" if r[c] is None else f"{r[c]:.4f}" for c in SYSTEMS]
+        values = [metric_text(r[c]) for c in SYSTEMS]
         table.add_row(r.metric, "" if r.k is None else str(r.k), *values)
     return table
 

@@ -73,6 +73,12 @@ def table_schema(name: str) -> T.StructType:
     return struct_of(table_doc(name))
 
 
+def interaction_events() -> tuple[str, ...]:
+    """Event types that show a user's interest in an item (not impressions, not ads): what the
+    rollups count as touches, what co-visitation pairs, and what evaluation takes as relevant."""
+    return tuple(raw_doc("events")["interactions"])
+
+
 def raw_schema(name: str) -> T.StructType:
     return struct_of(raw_doc(name))
 

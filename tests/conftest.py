@@ -109,3 +109,18 @@ def pipeline(spark, tmp_path_factory):
     reports = backfill(spark, cfg, START, last)
     assert [r.ok for r in reports] == [True] * NIGHTS, [(r.failed, r.error) for r in reports]
     return cfg, reports
+
+
+def uniform_rows(spark, name: str, rows: list[dict]):
+    """Rows of table ``name`` with every column the caller leaves out set to 0 / null."""
+    from pyspark.sql import types as T
+
+    from recs.schemas import table_schema
+
+    schema = table_schema(name)
+    numeric = (T.LongType, T.IntegerType, T.DoubleType, T.FloatType)
+    epoch = {T.TimestampType: dt.datetime(2000, 1, 1), T.DateType: dt.date(2000, 1, 1)}
+    zero = {
+        f.name: 0 if isinstance(f.dataType, numeric) else epoch.get(type(f.dataType)) for f in schema.fields
+    }
+    return spark.createDataFrame([{**zero, **r} for r in rows], schema)

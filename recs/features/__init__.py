@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recs.config import Config
+from recs.config import Config, FeaturesConfig
 from recs.features.spec import FeatureSpec
 
 log = logging.getLogger("recs")
@@ -23,41 +24,49 @@ log = logging.getLogger("recs")
 ROLLUPS = ("user_daily", "item_daily", "user_item_daily", "user_category_daily")
 
 
-def rollup_window(spark: SparkSession, cfg: Config, name: str, as_of: dt.date) -> DataFrame:
+@dataclass(frozen=True)
+class History:
+    """The daily rollups of the longest window ending on ``as_of``, and the catalog as of then:
+    every window feature as of that day is a function of these alone."""
+
+    as_of: dt.date
+    user_daily: DataFrame
+    item_daily: DataFrame
+    user_item_daily: DataFrame
+    user_category_daily: DataFrame
+    items: DataFrame
+
+
+def read_history(spark: SparkSession, cfg: Config, as_of: dt.date) -> History:
     from recs.features.windows import LONGEST
     from recs.tables import read_range
 
-    return read_range(spark, cfg, name, as_of - dt.timedelta(days=LONGEST - 1), as_of)
+    start = as_of - dt.timedelta(days=LONGEST - 1)
+    rollups = {name: read_range(spark, cfg, name, start, as_of) for name in ROLLUPS}
+    return History(as_of=as_of, items=read_range(spark, cfg, "items", as_of, as_of), **rollups)
 
 
-def features_as_of(spark: SparkSession, cfg: Config, as_of: dt.date) -> tuple[DataFrame, DataFrame]:
-    """(user_features, item_features) as of ``as_of``, computed from rollups and the catalog."""
+def features_as_of(history: History, f: FeaturesConfig) -> tuple[DataFrame, DataFrame]:
+    """(user_features, item_features) as of the history's last day."""
     from recs.features.windows import item_window_features, user_window_features
-    from recs.tables import read_range
 
-    f = cfg.features
     users = user_window_features(
-        rollup_window(spark, cfg, "user_daily", as_of),
-        rollup_window(spark, cfg, "user_item_daily", as_of),
-        rollup_window(spark, cfg, "user_category_daily", as_of),
-        as_of,
+        history.user_daily,
+        history.user_item_daily,
+        history.user_category_daily,
+        history.as_of,
         top_categories=f.top_categories,
         recent_items=f.recent_items,
         ctr_prior=f.ctr_prior_impressions,
     )
     items = item_window_features(
-        rollup_window(spark, cfg, "item_daily", as_of),
-        read_range(spark, cfg, "items", as_of, as_of),
-        as_of,
-        ctr_prior=f.ctr_prior_impressions,
+        history.item_daily, history.items, history.as_of, ctr_prior=f.ctr_prior_impressions
     )
     return users, items
 
 
-def stored_or_computed_features(
-    spark: SparkSession, cfg: Config, as_of: dt.date
-) -> tuple[DataFrame, DataFrame]:
-    """Feature tables as of ``as_of`` as last night wrote them; recomputed from rollups if absent.
+def read_features(spark: SparkSession, cfg: Config, as_of: dt.date) -> tuple[DataFrame, DataFrame]:
+    """Feature tables as of ``as_of`` as that night wrote them; recomputed from rollups if absent.
 
     Both come from ``features_as_of`` over the same rollups, so they are the same rows; the
     stored copy just saves recomputing it.
@@ -67,20 +76,16 @@ def stored_or_computed_features(
     users = read_range(spark, cfg, "user_features", as_of, as_of)
     items = read_range(spark, cfg, "item_features", as_of, as_of)
     if users.isEmpty() or items.isEmpty():
-        return features_as_of(spark, cfg, as_of)
+        return features_as_of(read_history(spark, cfg, as_of), cfg.features)
     return users, items
 
 
-def user_item_as_of(spark: SparkSession, cfg: Config, pairs: DataFrame, as_of: dt.date) -> DataFrame:
+def user_item_as_of(history: History, pairs: DataFrame) -> DataFrame:
+    """The user-item signals of ``pairs`` as of the history's last day."""
     from recs.features.windows import user_item_signals
-    from recs.tables import read_range
 
     return user_item_signals(
-        pairs,
-        rollup_window(spark, cfg, "user_item_daily", as_of),
-        rollup_window(spark, cfg, "user_category_daily", as_of),
-        read_range(spark, cfg, "items", as_of, as_of),
-        as_of,
+        pairs, history.user_item_daily, history.user_category_daily, history.items, history.as_of
     )
 
 
@@ -109,12 +114,13 @@ def write_rollups(spark: SparkSession, cfg: Config, date: dt.date, tag: str) -> 
 
 def write_pool(spark: SparkSession, cfg: Config, date: dt.date, tag: str) -> None:
     """Store D's candidate pool: score ranks it, evaluate judges it, D+1's examples learn from it."""
-    from recs.score import candidate_pool, scoring_users
+    from recs.score import candidate_pool, read_candidate_inputs, read_scoring_users
     from recs.tables import read_date, replace_partition
 
-    users = scoring_users(spark, cfg, date)
+    users = read_scoring_users(spark, cfg, date)
     items_f = read_date(spark, cfg, "item_features", date)
-    pool = candidate_pool(spark, cfg, date, users, items_f, read_date(spark, cfg, "items", date))
+    items = read_date(spark, cfg, "items", date)
+    pool = candidate_pool(read_candidate_inputs(spark, cfg, date), cfg.score, date, users, items_f, items)
     replace_partition(pool, cfg, "candidate_pool", date, tag=tag)
 
 
@@ -152,34 +158,60 @@ def silent_sources(pool: dict[str, int], examples: dict[str, int]) -> list[str]:
     ]
 
 
-def training_examples(
-    spark: SparkSession, cfg: Config, date: dt.date, spec: FeatureSpec
-) -> tuple[DataFrame, DataFrame]:
-    """(joined feature frame, examples) labelled ``date``, every feature as of ``date - 1``."""
-    from recs.features.examples import EXAMPLE_KEYS, label_rows
-    from recs.features.inputs import assemble, feature_frame
-    from recs.score import stored_pool
+@dataclass(frozen=True)
+class ExampleInputs:
+    """What the examples labelled D are built from: D's events, and everything else as of D-1."""
+
+    date: dt.date
+    events: DataFrame
+    ads: DataFrame
+    users: DataFrame
+    items: DataFrame
+    pool: DataFrame
+    history: History
+
+
+def read_example_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> ExampleInputs:
+    from recs.score import read_pool
     from recs.tables import read_date, read_range
 
     as_of = date - dt.timedelta(days=1)
-    users, items = stored_or_computed_features(spark, cfg, as_of)
-    ads_as_of = read_range(spark, cfg, "ads", as_of, as_of)
-    rows = label_rows(
-        read_date(spark, cfg, "events", date),
-        ads_as_of,
-        items,
-        users,
-        stored_pool(spark, cfg, as_of),
-        per_positive=cfg.features.negatives_per_positive,
-        pool_per_positive=cfg.features.pool_negatives_per_positive,
-        power=cfg.features.negative_sampling_power,
-        seed=cfg.features.seed,
+    users, items = read_features(spark, cfg, as_of)
+    return ExampleInputs(
         date=date,
+        events=read_date(spark, cfg, "events", date),
+        ads=read_range(spark, cfg, "ads", as_of, as_of),
+        users=users,
+        items=items,
+        pool=read_pool(spark, cfg, as_of),
+        history=read_history(spark, cfg, as_of),
+    )
+
+
+def training_examples(
+    inputs: ExampleInputs, f: FeaturesConfig, spec: FeatureSpec
+) -> tuple[DataFrame, DataFrame]:
+    """(joined feature frame, examples) labelled ``inputs.date``, every feature as of the day before."""
+    from recs.features.examples import EXAMPLE_KEYS, label_rows
+    from recs.features.inputs import assemble, feature_frame
+
+    rows = label_rows(
+        inputs.events,
+        inputs.ads,
+        inputs.items,
+        inputs.users,
+        inputs.pool,
+        per_positive=f.negatives_per_positive,
+        pool_per_positive=f.pool_negatives_per_positive,
+        power=f.negative_sampling_power,
+        seed=f.seed,
+        date=inputs.date,
     )
     pairs = rows.select("user_id", "item_id").where(F.col("item_id").isNotNull()).distinct()
-    frame = feature_frame(rows, users, items, user_item_as_of(spark, cfg, pairs, as_of), ads_as_of)
+    signals = user_item_as_of(inputs.history, pairs)
+    frame = feature_frame(rows, inputs.users, inputs.items, signals, inputs.ads)
     return frame, assemble(frame, spec, EXAMPLE_KEYS).withColumns(
-        {"spec_hash": F.lit(spec.spec_hash), "label_date": F.lit(date)}
+        {"spec_hash": F.lit(spec.spec_hash), "label_date": F.lit(inputs.date)}
     )
 
 
@@ -205,7 +237,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
     with record_step(spark, cfg, "features", date) as step:
         tag = f"recs-features-{step.run_id}"
         step.counts.update({f"{k}_rows": v for k, v in write_rollups(spark, cfg, date, tag).items()})
-        users, items = features_as_of(spark, cfg, date)
+        users, items = features_as_of(read_history(spark, cfg, date), cfg.features)
         replace_partition(users, cfg, "user_features", date, tag=tag)
         step.counts["user_features_rows"] = committed_rows(spark, cfg, "user_features", tag)
         replace_partition(items, cfg, "item_features", date, tag=tag)
@@ -214,7 +246,8 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         step.counts["candidate_pool_rows"] = committed_rows(spark, cfg, "candidate_pool", tag)
         step.details["pool_by_source"] = rows_by(spark, cfg, "candidate_pool", date, "candidate_source")
 
-        frame, examples = training_examples(spark, cfg, date, spec)
+        inputs = read_example_inputs(spark, cfg, date)
+        frame, examples = training_examples(inputs, cfg.features, spec)
         # Kept for the collision statistics below, which would otherwise rebuild the whole join.
         frame.persist(StorageLevel.MEMORY_AND_DISK)
         replace_partition(canonical_order(examples, cfg), cfg, "training_examples", date, tag=tag)

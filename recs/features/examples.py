@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recs.features.rollups import INTERACTIONS
+from recs.frames import first_rows
 
 CONTEXT = ("device", "country", "surface")
 EXAMPLE_KEYS = ["user_id", "item_id", "ad_id", "source", "label", "weight", "is_ad"]
@@ -33,6 +34,8 @@ EXAMPLE_KEYS = ["user_id", "item_id", "ad_id", "source", "label", "weight", "is_
 CONTEXT_COLUMNS = [f"context__{c}" for c in (*CONTEXT, "hour")]
 POOL_COLUMNS = {"context__candidate_source": "candidate_source", "context__pool_position": "position"}
 SCORING_SURFACE = "home"
+# The first of a user's events on an item: earliest, ties by event_id (unique).
+EVENT_ORDER = ("event_time", "event_id")
 
 
 def context_columns() -> list[Column]:
@@ -52,21 +55,13 @@ def request_context(user_features: DataFrame) -> DataFrame:
     )
 
 
-def first_per(
-    df: DataFrame, key: list[str], order: tuple[str, ...] = ("event_time", "event_id")
-) -> DataFrame:
-    """The first row per key by ``order`` (by default the earliest event, ties by event_id)."""
-    w = Window.partitionBy(*key).orderBy(*order)
-    return df.withColumn("_r", F.row_number().over(w)).where("_r = 1").drop("_r")
-
-
 def item_positives(day_events: DataFrame, usual: DataFrame) -> DataFrame:
     """One positive per (user, item) touched on the day, in the context that led to it.
 
     ``usual`` is ``request_context`` of the users' features as of D-1.
     """
     touched = day_events.where(F.col("event_type").isin(*INTERACTIONS) & F.col("item_id").isNotNull())
-    first = first_per(touched, ["user_id", "item_id"]).select(
+    first = first_rows(touched, ["user_id", "item_id"], EVENT_ORDER).select(
         "user_id", "item_id", F.col("event_time").alias("_t")
     )
     shown = day_events.where((F.col("event_type") == "impression") & F.col("item_id").isNotNull()).select(
@@ -94,7 +89,7 @@ def item_positives(day_events: DataFrame, usual: DataFrame) -> DataFrame:
 def impression_negatives(day_events: DataFrame, positives: DataFrame) -> DataFrame:
     shown = day_events.where((F.col("event_type") == "impression") & F.col("item_id").isNotNull())
     return (
-        first_per(shown, ["user_id", "item_id"])
+        first_rows(shown, ["user_id", "item_id"], EVENT_ORDER)
         .join(positives.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")
         .select(
             "user_id",
@@ -188,7 +183,7 @@ def ad_examples(day_events: DataFrame, ads: DataFrame) -> DataFrame:
     )
     promoted = ads.select("ad_id", F.col("item_id").alias("promoted_item"))
     return (
-        first_per(ad_events, ["user_id", "ad_id"])
+        first_rows(ad_events, ["user_id", "ad_id"], EVENT_ORDER)
         .select("user_id", "ad_id", F.col("item_id").alias("event_item"), *context_columns())
         .join(clicked, ["user_id", "ad_id"])
         .join(promoted, "ad_id", "left")

@@ -10,7 +10,9 @@ import datetime as dt
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
+
+from recs.frames import top_n
+from recs.schemas import interaction_events
 
 # Column in the rollups -> event types it counts.
 COUNTED = {
@@ -22,7 +24,7 @@ COUNTED = {
     "ad_impressions": ["ad_impression"],
     "ad_clicks": ["ad_click"],
 }
-INTERACTIONS = ["view", "click", "add_to_cart", "purchase"]
+INTERACTIONS = interaction_events()
 
 
 def count_columns() -> list[Column]:
@@ -31,15 +33,8 @@ def count_columns() -> list[Column]:
 
 def mode_of(df: DataFrame, key: list[str], column: str) -> DataFrame:
     """The most frequent non-null value of ``column`` per key (ties: smallest value)."""
-    w = Window.partitionBy(*key).orderBy(F.col("n").desc(), F.col(column))
-    return (
-        df.where(F.col(column).isNotNull())
-        .groupBy(*key, column)
-        .agg(F.count(F.lit(1)).alias("n"))
-        .withColumn("_r", F.row_number().over(w))
-        .where("_r = 1")
-        .select(*key, column)
-    )
+    counts = df.where(F.col(column).isNotNull()).groupBy(*key, column).agg(F.count(F.lit(1)).alias("n"))
+    return top_n(counts, key, "n", 1, tie=column).select(*key, column)
 
 
 def with_item_of_ads(events: DataFrame, ads: DataFrame) -> DataFrame:

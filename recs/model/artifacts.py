@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from safetensors.torch import save as save_safetensors
 from recs.errors import ArtifactError
 from recs.features.spec import FeatureSpec
 from recs.model.dlrm import DLRM
+from recs.values import finite_or_none
 
 FORMAT = "recs-dlrm"
 FORMAT_VERSION = 1
@@ -59,18 +59,9 @@ def _sha256(data: bytes) -> str:
 
 
 def _json_bytes(value: Any) -> bytes:
-    return (json.dumps(_finite(value), indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
-
-
-def _finite(value: Any) -> Any:
-    """NaN/inf -> None so metrics stay strict JSON (other readers reject NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+    return (json.dumps(finite_or_none(value), indent=2, sort_keys=True, allow_nan=False) + "\n").encode(
+        "utf-8"
+    )
 
 
 def _read(fs: pafs.FileSystem, path: str, name: str) -> bytes:

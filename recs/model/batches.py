@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,8 +21,11 @@ import pyarrow.dataset as ds
 import torch
 from torch import Tensor
 
-from recs.errors import DataError
+from recs.errors import DataError, MissingTableError
 from recs.features.spec import FeatureSpec
+
+if TYPE_CHECKING:
+    from recs.config import Config
 
 DENSE, SPARSE, WEIGHT, IS_AD, LABEL_DATE = "dense", "sparse", "weight", "is_ad", "label_date"
 
@@ -292,14 +295,35 @@ class ExampleStream:
             batch = arrays_to_batch(arrays)
             yield batch.pin_memory() if self.pin else batch
 
-    def dense_sample(self, max_rows: int) -> Tensor:
-        """Up to ``max_rows`` dense rows in file order (for fitting the model's normaliser)."""
-        parts, rows = [], 0
-        for rb in self._record_batches(None):
-            parts.append(list_matrix(rb.column(DENSE), self.spec.num_dense, np.dtype(np.float32), DENSE))
-            rows += len(parts[-1])
-            if rows >= max_rows:
-                break
-        if not parts:
-            raise DataError("no training examples matched the filter")
-        return torch.from_numpy(np.concatenate(parts)[:max_rows])
+
+def examples_path(cfg: Config) -> str:
+    from recs.tables import table_path
+
+    return table_path(cfg, "training_examples")
+
+
+def examples_for_dates(
+    cfg: Config, dates: list[dt.date], spec: FeatureSpec, *, batch_size: int, shuffle: bool = False
+) -> ExampleStream | None:
+    """A batch stream over the examples of ``dates`` built with ``spec``; None when there are none.
+
+    Read through delta-rs like the trainer's window, so evaluation needs no Spark to load them.
+    """
+    from deltalake.exceptions import TableNotFoundError
+
+    path = examples_path(cfg)
+    try:
+        dataset = open_examples(path, table_format="delta")
+    except TableNotFoundError as exc:
+        raise MissingTableError(f"Delta table 'training_examples' does not exist at {path}") from exc
+    only = label_date_filter(dates) & (ds.field("spec_hash") == spec.spec_hash)
+    if dataset.count_rows(filter=only) == 0:
+        return None
+    return ExampleStream(
+        dataset,
+        spec,
+        batch_size=batch_size,
+        filter=only,
+        shuffle_buffer=cfg.train.shuffle_buffer if shuffle else 0,
+        seed=cfg.train.seed,
+    )

@@ -5,27 +5,23 @@ Bottom MLP over the standardised dense features, one embedding table per sparse 
 the pairwise dot products of all embedding vectors and the bottom-MLP output (strictly
 lower triangle) concatenated with the bottom-MLP output, a top MLP and a logit.
 
-Speed notes (2-core CPU, Criteo shape, see ``benchmarks/bench_train.py``):
+Design choices (what each saves is measured in ``docs/model-design.md``):
 
 * All tables live in one fused ``[rows, dim]`` matrix with per-feature row offsets, so a
   batch is one ``index_select`` instead of one ``EmbeddingBag`` call per feature. The
   tables stay logically separate: each feature owns its own row range (:meth:`table`).
-  ``F.embedding_bag`` forward+backward took ~38 ms per Criteo batch here; the gather plus its
-  sparse gradient take ~2 ms.
 * The gather's backward emits an uncoalesced sparse COO gradient (rows touched by the
   batch only), which :class:`recs.train.optim.RowWiseAdagrad` applies without coalescing.
 * The interaction has a hand-written backward: one ``bmm`` with the symmetric gradient
   matrix instead of autograd's two ``bmm`` plus an ``index_add``.
 * MLP inputs are zero-padded to a multiple of 8 columns (13 -> 16 dense, 367 -> 368 for the
-  top MLP): MKL's GEMMs with an odd width ran ~1.6x slower. The padded columns are always
-  zero, so their weights get zero gradients, stay zero and change nothing.
+  top MLP), the widths BLAS GEMMs are fastest at. The padded columns are always zero, so
+  their weights get zero gradients, stay zero and change nothing.
 
 Ads head: on by default. Rows with ``is_ad`` take their logit from a second output layer
-on the shared top MLP (one extra ``Linear(width, 1)``). On planted data where ad clicks follow
-other rules than organic clicks (another base rate, another dense driver) it raised ads AUC
-0.841 -> 0.851 and cut ads log-loss 0.405 -> 0.391 (mean of 3 seeds); where ads behave like
-organic rows it made no difference. Pass ``is_ad`` when scoring ads, or their pCTR comes
-from the organic head.
+on the shared top MLP (one extra ``Linear(width, 1)``), so ads whose clicks follow other
+rules than organic clicks (another base rate, another driver) get their own calibration.
+Pass ``is_ad`` when scoring ads, or their pCTR comes from the organic head.
 """
 
 from __future__ import annotations

@@ -18,7 +18,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recs.config import Config
+from recs.config import Config, HealthConfig, ScoreConfig
+from recs.features import History
+from recs.features.spec import FeatureSpec
+from recs.frames import top_n
 
 log = logging.getLogger("recs")
 
@@ -29,7 +32,32 @@ NO_MODEL = "none:candidate-order"
 class ScoringModel:
     version: str
     artifact: str
-    spec: object  # FeatureSpec
+    spec: FeatureSpec
+
+
+@dataclass(frozen=True)
+class CandidateInputs:
+    """What the candidate sources of ``date`` read besides users and items."""
+
+    date: dt.date
+    user_item_daily: DataFrame  # the longer of score.recent_days and score.bought_window_days
+    events: DataFrame  # score.covisit_days of events, for co-visitation
+
+
+@dataclass(frozen=True)
+class ScoreInputs:
+    """Everything the score step reads for ``date``."""
+
+    date: dt.date
+    users: DataFrame  # every known user, with user_features as of D (null outside the windows)
+    item_features: DataFrame
+    items: DataFrame
+    ads: DataFrame  # optional: a shop without ads has an empty partition
+    pool: DataFrame  # the candidate pool the features step stored for D
+    sources: CandidateInputs  # for known users the stored pool lacks
+    history: History  # user-item signals for the ranking
+    ad_events: DataFrame  # the frequency-cap window of events
+    model: ScoringModel | None  # promoted as of D; None ranks by the candidate sources
 
 
 def load_promoted(spark: SparkSession, cfg: Config, date: dt.date) -> ScoringModel | None:
@@ -46,19 +74,72 @@ def load_promoted(spark: SparkSession, cfg: Config, date: dt.date) -> ScoringMod
     return ScoringModel(row.model_version, artifact, spec)
 
 
-def scoring_users(
+def read_scoring_users(
     spark: SparkSession, cfg: Config, date: dt.date, user_features: DataFrame | None = None
 ) -> DataFrame:
     """Every known user as of ``date`` with their features (null for users outside the windows)."""
-    from recs.features.windows import known_users
     from recs.tables import read_date, read_range
 
     days = cfg.score.user_retention_days
     user_daily = read_range(spark, cfg, "user_daily", date - dt.timedelta(days=days - 1), date)
-    known = known_users(user_daily, date, days).select("user_id")
     if user_features is None:
         user_features = read_date(spark, cfg, "user_features", date)
-    return known.join(user_features, "user_id", "left")
+    return with_known_users(user_daily, user_features, date, days)
+
+
+def with_known_users(user_daily: DataFrame, user_features: DataFrame, date: dt.date, days: int) -> DataFrame:
+    from recs.features.windows import known_users
+
+    return known_users(user_daily, date, days).select("user_id").join(user_features, "user_id", "left")
+
+
+def read_candidate_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> CandidateInputs:
+    from recs.tables import read_range
+
+    s = cfg.score
+    # Exactly the configured windows: recent items and the bought filter read their own days.
+    days = max(s.recent_days, s.bought_window_days)
+    return CandidateInputs(
+        date=date,
+        user_item_daily=read_range(spark, cfg, "user_item_daily", date - dt.timedelta(days=days - 1), date),
+        events=read_range(spark, cfg, "events", date - dt.timedelta(days=s.covisit_days - 1), date),
+    )
+
+
+def read_pool(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame:
+    """The pool the features step stored for ``date``; rebuilt from the same inputs if absent
+    (a lakehouse from before the table existed), so both give the same rows.
+    """
+    from recs.features import read_features
+    from recs.tables import read_range, table_exists, table_path
+
+    if table_exists(spark, table_path(cfg, "candidate_pool")):
+        pool = read_range(spark, cfg, "candidate_pool", date, date)
+        if not pool.isEmpty():
+            return pool
+    users_f, items_f = read_features(spark, cfg, date)
+    users = read_scoring_users(spark, cfg, date, users_f)
+    items = read_range(spark, cfg, "items", date, date)
+    return candidate_pool(read_candidate_inputs(spark, cfg, date), cfg.score, date, users, items_f, items)
+
+
+def read_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> ScoreInputs:
+    from recs.features import read_history
+    from recs.score.ads import FREQUENCY_DAYS
+    from recs.tables import read_date, read_range
+
+    return ScoreInputs(
+        date=date,
+        users=read_scoring_users(spark, cfg, date),
+        item_features=read_date(spark, cfg, "item_features", date),
+        items=read_date(spark, cfg, "items", date),
+        ads=read_range(spark, cfg, "ads", date, date),
+        pool=read_pool(spark, cfg, date),
+        sources=read_candidate_inputs(spark, cfg, date),
+        history=read_history(spark, cfg, date),
+        ad_events=read_range(spark, cfg, "events", date - dt.timedelta(days=FREQUENCY_DAYS - 1), date),
+        model=load_promoted(spark, cfg, date),
+    )
 
 
 def with_context(rows: DataFrame, users: DataFrame) -> DataFrame:
@@ -71,49 +152,43 @@ def with_context(rows: DataFrame, users: DataFrame) -> DataFrame:
 
 
 def ranking_inputs(
-    spark: SparkSession,
-    cfg: Config,
     rows: DataFrame,
     users: DataFrame,
     items: DataFrame,
-    spec,
-    date: dt.date,
+    history: History,
+    spec: FeatureSpec,
     ads: DataFrame | None,
     keep: list[str],
 ) -> DataFrame:
-    """``rows`` (user, item[, ad]) with features as of ``date``, hashed with ``spec``: model-ready."""
+    """``rows`` (user, item[, ad]) with features as of the history's day, hashed with ``spec``."""
     from recs.features import user_item_as_of
     from recs.features.inputs import assemble, feature_frame
 
     pairs = rows.select("user_id", "item_id").where(F.col("item_id").isNotNull()).distinct()
-    frame = feature_frame(
-        with_context(rows, users), users, items, user_item_as_of(spark, cfg, pairs, date), ads
-    )
+    frame = feature_frame(with_context(rows, users), users, items, user_item_as_of(history, pairs), ads)
     return assemble(frame, spec, keep)
 
 
 def model_scores(
-    spark: SparkSession,
-    cfg: Config,
     rows: DataFrame,
-    users: DataFrame,
-    items: DataFrame,
+    inputs: ScoreInputs,
     model: ScoringModel,
-    date: dt.date,
     ads: DataFrame | None,
     keep: list[str],
+    s: ScoreConfig,
+    device: str,
 ) -> DataFrame:
+    """``keep`` columns of ``rows`` and the model's ``score`` for each, computed on the executors."""
     from recs.score.rank import score_with_model
 
-    inputs = ranking_inputs(spark, cfg, rows, users, items, model.spec, date, ads, keep)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.score.batch_size))
+    features = ranking_inputs(rows, inputs.users, inputs.item_features, inputs.history, model.spec, ads, keep)
     return score_with_model(
-        inputs,
+        features,
         model.artifact,
         (model.spec.num_dense, model.spec.sparse_width),
-        device=cfg.train.device,
-        batch_size=cfg.score.batch_size,
-        threads=cfg.score.threads_per_task,
+        device=device,
+        batch_size=s.batch_size,
+        threads=s.threads_per_task,
     )
 
 
@@ -138,186 +213,175 @@ def fallback_scores(pool: DataFrame) -> DataFrame:
 def top_k(scored: DataFrame, k: int, max_per_category: int, key: str = "item_id") -> DataFrame:
     """Rank 1..k per user by score desc, ties by ``key``; optionally at most N per category."""
     if max_per_category > 0:
-        per_cat = Window.partitionBy("user_id", "category_id").orderBy(F.col("score").desc(), F.col(key))
-        scored = scored.withColumn("_c", F.row_number().over(per_cat)).where(F.col("_c") <= max_per_category)
-    w = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col(key))
-    return scored.withColumn("rank", F.row_number().over(w)).where(F.col("rank") <= k)
+        scored = top_n(scored, ["user_id", "category_id"], "score", max_per_category, tie=key)
+    return top_n(scored, ["user_id"], "score", k, tie=key, rank="rank")
 
 
-def recommendation_candidates(spark: SparkSession, cfg: Config, date: dt.date, users, items_f, items):
+def recommendation_candidates(
+    sources: CandidateInputs, s: ScoreConfig, users: DataFrame, items_f: DataFrame, items: DataFrame
+) -> DataFrame:
+    """Every source's candidates for ``users``, merged, without bought or unavailable items."""
     from recs.score import candidates as C
-    from recs.tables import read_range
 
-    s = cfg.score
-    # Exactly the configured windows: recent items and the bought filter read their own days.
-    days = max(s.recent_days, s.bought_window_days)
-    ui = read_range(spark, cfg, "user_item_daily", date - dt.timedelta(days=days - 1), date)
+    date, ui = sources.date, sources.user_item_daily
     popular = C.popularity(items_f)
-    events = read_range(spark, cfg, "events", date - dt.timedelta(days=s.covisit_days - 1), date)
-    neighbours = C.covisitation(events, s.covisit_max_items_per_session, s.covisit_neighbours)
-    sources = [
+    neighbours = C.covisitation(sources.events, s.covisit_max_items_per_session, s.covisit_neighbours)
+    found = [
         C.recent_candidates(ui, date, s.recent_days, s.recent_cap),
         C.covisit_candidates(users, neighbours, s.recent_cap * 3),
         C.category_popular_candidates(users, popular, s.category_popular_cap),
         C.global_popular_candidates(users, popular, max(s.global_popular_cap, s.k)),
     ]
-    return C.merge_and_filter(sources, C.bought_items(ui, date, s.bought_window_days), items)
+    return C.merge_and_filter(found, C.bought_items(ui, date, s.bought_window_days), items)
 
 
 def candidate_pool(
-    spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, items_f: DataFrame, items: DataFrame
-) -> DataFrame:
-    """Every eligible candidate of ``users`` as of ``date``, numbered in the no-model order."""
-    pool = recommendation_candidates(spark, cfg, date, users, items_f, items)
-    return pool_positions(pool).withColumn("pool_date", F.lit(date))
-
-
-def stored_pool(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame:
-    """The pool the features step stored for ``date``; rebuilt from the same inputs if absent
-    (a lakehouse from before the table existed), so both give the same rows.
-    """
-    from recs.features import stored_or_computed_features
-    from recs.tables import read_range, table_exists, table_path
-
-    if table_exists(spark, table_path(cfg, "candidate_pool")):
-        pool = read_range(spark, cfg, "candidate_pool", date, date)
-        if not pool.isEmpty():
-            return pool
-    users_f, items_f = stored_or_computed_features(spark, cfg, date)
-    users = scoring_users(spark, cfg, date, users_f)
-    items = read_range(spark, cfg, "items", date, date)
-    return candidate_pool(spark, cfg, date, users, items_f, items)
-
-
-def complete_pool(
-    spark: SparkSession,
-    cfg: Config,
+    sources: CandidateInputs,
+    s: ScoreConfig,
     date: dt.date,
-    pool: DataFrame,
     users: DataFrame,
     items_f: DataFrame,
     items: DataFrame,
 ) -> DataFrame:
-    """``pool`` plus candidates, from the same sources, for known users it lacks.
+    """Every eligible candidate of ``users`` as of ``date``, numbered in the no-model order.
 
-    The stored pool covers every user known when the features step ran; a user that an
-    older day's rerun added since would otherwise get nothing.
+    The recent source reads every user's rollups, so rows are kept for ``users`` only.
     """
-    missing = users.join(pool.select("user_id").distinct(), "user_id", "left_anti")
-    if missing.isEmpty():
-        return pool
-    log.warning("score %s: %d known users are not in the stored pool; adding theirs", date, missing.count())
-    # The recent source reads every user's rollups, so keep the missing users' rows only.
-    extra = candidate_pool(spark, cfg, date, missing, items_f, items).join(
-        missing.select("user_id"), "user_id"
+    pool = recommendation_candidates(sources, s, users, items_f, items).join(
+        users.select("user_id"), "user_id"
     )
-    return pool.unionByName(extra)
+    return pool_positions(pool).withColumn("pool_date", F.lit(date))
 
 
-def ad_rows(spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, ads: DataFrame) -> DataFrame:
-    from recs.score.ads import FREQUENCY_DAYS, eligible_pairs, frequency_capped, live_ads, serving_date
-    from recs.tables import read_range
-
-    events = read_range(spark, cfg, "events", date - dt.timedelta(days=FREQUENCY_DAYS - 1), date)
-    capped = frequency_capped(events, date, cfg.score.frequency_cap)
-    return eligible_pairs(users, live_ads(ads, serving_date(date)), capped)
+def users_missing_from(pool: DataFrame, users: DataFrame) -> DataFrame:
+    """Known users the stored pool lacks: a user that an older day's rerun added since the
+    features step ran would otherwise get nothing."""
+    return users.join(pool.select("user_id").distinct(), "user_id", "left_anti")
 
 
-def record_health(
-    spark: SparkSession, cfg: Config, date: dt.date, users: DataFrame, items: DataFrame, *, tag: str
-) -> tuple[dict[str, float | None], list[str]]:
-    """Check the partitions just written and store the checks in ``output_health``.
+def rank_recommendations(inputs: ScoreInputs, pool: DataFrame, s: ScoreConfig, device: str) -> DataFrame:
+    """The ``recommendations`` rows of ``inputs.date``: the pool ranked by the model (or by its
+    own order without one), top k per user."""
+    model = inputs.model
+    if model is not None:
+        rows = pool.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string"))
+        keep = ["user_id", "item_id", "candidate_source", "category_id", "is_ad"]
+        scored = model_scores(rows, inputs, model, None, keep, s, device)
+    else:
+        scored = fallback_scores(pool)
+    return top_k(scored, s.k, s.max_per_category).select(
+        "user_id",
+        "rank",
+        "item_id",
+        "score",
+        "candidate_source",
+        F.lit(model.version if model else NO_MODEL).alias("model_version"),
+        F.lit(inputs.date).alias("rec_date"),
+    )
 
-    Returns the figures and a line for each failed check.
-    """
-    from recs.schemas import table_schema
+
+def rank_ads(inputs: ScoreInputs, s: ScoreConfig, device: str) -> DataFrame:
+    """The ``ad_candidates`` rows of ``inputs.date``: eligible ads per user by eCPM (pCTR x bid),
+    pCTR from the model, or the item's smoothed CTR without one."""
+    from recs.score.ads import eligible_pairs, frequency_capped, live_ads, serving_date
+
+    date, model = inputs.date, inputs.model
+    capped = frequency_capped(inputs.ad_events, date, s.frequency_cap)
+    pairs = eligible_pairs(inputs.users, live_ads(inputs.ads, serving_date(date)), capped)
+    if model is not None:
+        rows = pairs.withColumn("is_ad", F.lit(True))
+        keep = ["user_id", "ad_id", "campaign_id", "item_id", "bid", "is_ad"]
+        scored = model_scores(rows, inputs, model, inputs.ads, keep, s, device)
+    else:
+        ctr = inputs.item_features.select("item_id", F.col("ctr_28d").alias("score"))
+        scored = pairs.join(ctr, "item_id", "left").fillna({"score": 0.0})
+    ranked = top_k(
+        scored.withColumn("pctr", F.col("score")).withColumn("score", F.col("pctr") * F.col("bid")),
+        s.ads_per_user,
+        0,
+        key="ad_id",
+    )
+    return ranked.select(
+        "user_id",
+        "rank",
+        "ad_id",
+        "campaign_id",
+        "item_id",
+        "pctr",
+        "bid",
+        F.col("score").alias("ecpm"),
+        F.lit(model.version if model else NO_MODEL).alias("model_version"),
+        F.lit(date).alias("rec_date"),
+    )
+
+
+def health_rows(
+    recs: DataFrame,
+    previous: DataFrame,
+    ads: DataFrame,
+    users: DataFrame,
+    items: DataFrame,
+    k: int,
+    limits: HealthConfig,
+    date: dt.date,
+) -> tuple[dict[str, float | None], list[tuple], list[str]]:
+    """(figures, ``output_health`` rows, a line for each failed check) of the rows written."""
     from recs.score import health as H
-    from recs.tables import read_date, read_range, replace_partition
 
-    day_before = date - dt.timedelta(days=1)
-    recs = read_date(spark, cfg, "recommendations", date)
-    previous = read_range(spark, cfg, "recommendations", day_before, day_before)
-    ads = read_range(spark, cfg, "ad_candidates", date, date)
-    figures = H.recommendation_figures(recs, users, previous, items, cfg.score.k) | H.ad_figures(ads)
-    checks = H.checks(figures, cfg.health)
+    figures = H.recommendation_figures(recs, users, previous, items, k) | H.ad_figures(ads)
+    checks = H.checks(figures, limits)
     rows = [(c.name, c.value, c.limit, c.kind, c.ok, date) for c in checks]
-    health = spark.createDataFrame(rows, table_schema("output_health"))
-    replace_partition(health, cfg, "output_health", date, tag=tag)
-    return figures, [f"{c.name} = {c.value:.4g} ({c.kind} {c.limit:g})" for c in checks if not c.ok]
+    return figures, rows, [f"{c.name} = {c.value:.4g} ({c.kind} {c.limit:g})" for c in checks if not c.ok]
 
 
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
+    """Rank D's pool and eligible ads; write recommendations, ad candidates and their health."""
     from recs.ledger import record_step, require_done
+    from recs.schemas import table_schema
     from recs.tables import committed_rows, read_date, read_range, replace_partition
 
     s = cfg.score
     with record_step(spark, cfg, "score", date) as step:
         tag = f"recs-score-{step.run_id}"
         require_done(spark, cfg, "features", date, by="score")
+        inputs = read_inputs(spark, cfg, date)
         # Read by the candidate sources, the ranking context, ad targeting and the health checks.
-        users = scoring_users(spark, cfg, date).persist(StorageLevel.MEMORY_AND_DISK)
-        items_f = read_date(spark, cfg, "item_features", date)
-        items = read_date(spark, cfg, "items", date)
-        ads = read_range(spark, cfg, "ads", date, date)  # optional: no ads, no ad candidates
-        model = load_promoted(spark, cfg, date)
-        version = model.version if model else NO_MODEL
-        step.details["model_version"] = version
-        if model is None:
+        inputs.users.persist(StorageLevel.MEMORY_AND_DISK)
+        step.details["model_version"] = inputs.model.version if inputs.model else NO_MODEL
+        if inputs.model is None:
             log.warning("score %s: no promoted model; ranking by candidate sources", date)
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(s.batch_size))
 
-        candidates = complete_pool(spark, cfg, date, stored_pool(spark, cfg, date), users, items_f, items)
-        candidates.persist(StorageLevel.MEMORY_AND_DISK)
-        step.counts["candidate_pairs"] = candidates.count()
-        if model is not None:
-            rows = candidates.withColumn("is_ad", F.lit(False)).withColumn(
-                "ad_id", F.lit(None).cast("string")
+        pool = inputs.pool
+        missing = users_missing_from(pool, inputs.users)
+        if not missing.isEmpty():
+            log.warning(
+                "score %s: %d known users are not in the stored pool; adding theirs", date, missing.count()
             )
-            keep = ["user_id", "item_id", "candidate_source", "category_id", "is_ad"]
-            scored = model_scores(spark, cfg, rows, users, items_f, model, date, None, keep)
-        else:
-            scored = fallback_scores(candidates)
-        recs = top_k(scored, s.k, s.max_per_category).select(
-            "user_id",
-            "rank",
-            "item_id",
-            "score",
-            "candidate_source",
-            F.lit(version).alias("model_version"),
-            F.lit(date).alias("rec_date"),
+            extra = candidate_pool(inputs.sources, s, date, missing, inputs.item_features, inputs.items)
+            pool = pool.unionByName(extra)
+        pool.persist(StorageLevel.MEMORY_AND_DISK)
+        step.counts["candidate_pairs"] = pool.count()
+        replace_partition(
+            rank_recommendations(inputs, pool, s, cfg.train.device), cfg, "recommendations", date, tag=tag
         )
-        replace_partition(recs, cfg, "recommendations", date, tag=tag)
-        candidates.unpersist()
+        pool.unpersist()
+        replace_partition(rank_ads(inputs, s, cfg.train.device), cfg, "ad_candidates", date, tag=tag)
 
-        pairs = ad_rows(spark, cfg, date, users, ads)
-        if model is not None:
-            rows = pairs.withColumn("is_ad", F.lit(True))
-            keep = ["user_id", "ad_id", "campaign_id", "item_id", "bid", "is_ad"]
-            ad_scored = model_scores(spark, cfg, rows, users, items_f, model, date, ads, keep)
-        else:
-            ctr = items_f.select("item_id", F.col("ctr_28d").alias("score"))
-            ad_scored = pairs.join(ctr, "item_id", "left").fillna({"score": 0.0})
-        ranked = top_k(
-            ad_scored.withColumn("pctr", F.col("score")).withColumn("score", F.col("pctr") * F.col("bid")),
-            s.ads_per_user,
-            0,
-            key="ad_id",
+        day_before = date - dt.timedelta(days=1)
+        figures, rows, failed = health_rows(
+            read_date(spark, cfg, "recommendations", date),
+            read_range(spark, cfg, "recommendations", day_before, day_before),
+            read_range(spark, cfg, "ad_candidates", date, date),
+            inputs.users,
+            inputs.items,
+            s.k,
+            cfg.health,
+            date,
         )
-        ad_out = ranked.select(
-            "user_id",
-            "rank",
-            "ad_id",
-            "campaign_id",
-            "item_id",
-            "pctr",
-            "bid",
-            F.col("score").alias("ecpm"),
-            F.lit(version).alias("model_version"),
-            F.lit(date).alias("rec_date"),
-        )
-        replace_partition(ad_out, cfg, "ad_candidates", date, tag=tag)
-
-        figures, failed = record_health(spark, cfg, date, users, items, tag=tag)
-        users.unpersist()
+        health = spark.createDataFrame(rows, table_schema("output_health"))
+        replace_partition(health, cfg, "output_health", date, tag=tag)
+        inputs.users.unpersist()
         step.counts.update(
             {
                 "users_scored": int(figures["users_with_rows"]),

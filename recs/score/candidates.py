@@ -12,6 +12,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from recs.frames import first_rows, top_n
+from recs.schemas import interaction_events
+
 # Earlier sources win when one item comes from several; also the no-model ordering.
 SOURCES = ("recent", "covisit", "category_popular", "global_popular")
 PRIORITY = {name: i for i, name in enumerate(SOURCES)}
@@ -21,11 +24,6 @@ def source_priority(source: str = "candidate_source") -> F.Column:
     """A source's rank in ``SOURCES`` (0 first), for ordering inside Spark."""
     table = F.create_map(*[x for name, p in PRIORITY.items() for x in (F.lit(name), F.lit(p))])
     return table[F.col(source)]
-
-
-def top_n(df: DataFrame, key: list[str], score: str, n: int, tie: str = "item_id") -> DataFrame:
-    w = Window.partitionBy(*key).orderBy(F.col(score).desc(), F.col(tie))
-    return df.withColumn("_r", F.row_number().over(w)).where(F.col("_r") <= n).drop("_r")
 
 
 def days_between(col: str, start: dt.date, end: dt.date) -> F.Column:
@@ -66,9 +64,7 @@ def covisitation(events: DataFrame, max_items_per_session: int, neighbours: int)
     """Item -> item neighbours from sessions; long sessions are capped so heavy users can't dominate."""
     touched = (
         with_sessions(
-            events.where(F.col("item_id").isNotNull()).where(
-                F.col("event_type").isin("view", "click", "add_to_cart", "purchase")
-            )
+            events.where(F.col("item_id").isNotNull()).where(F.col("event_type").isin(*interaction_events()))
         )
         .groupBy("session_id", "item_id")
         .agg(F.max("event_time").alias("t"))
@@ -148,12 +144,10 @@ def merge_and_filter(candidates: list[DataFrame], bought: DataFrame, items: Data
     union = candidates[0].select(cols)
     for c in candidates[1:]:
         union = union.unionByName(c.select(cols))
-    best = Window.partitionBy("user_id", "item_id").orderBy(source_priority(), F.col("source_score").desc())
     in_stock = items.where("in_stock").select("item_id", "category_id")
+    # (user, item, source) is unique and each source has its own priority: a total order.
     return (
-        union.withColumn("_r", F.row_number().over(best))
-        .where("_r = 1")
-        .drop("_r")
+        first_rows(union, ["user_id", "item_id"], [source_priority(), F.col("source_score").desc()])
         .join(bought, ["user_id", "item_id"], "left_anti")
         .join(in_stock, "item_id")
     )

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from recs.config import Config
 from recs.errors import ArtifactError, MissingTableError, StepSkipped, TrainingDataError
+from recs.model.batches import examples_path
 from recs.schemas import table_schema
 
 log = logging.getLogger("recs")
@@ -41,12 +42,6 @@ class TrainOutcome:
     reason: str
     metrics: dict[str, float]
     artifact_path: str
-
-
-def examples_path(cfg: Config) -> str:
-    from recs.tables import table_path
-
-    return table_path(cfg, "training_examples")
 
 
 def content_digest() -> F.Column:
@@ -128,29 +123,6 @@ def example_streams(cfg: Config, window: TrainWindow, spec, device: str):
         device=device,
     )
     return train, val
-
-
-def examples_for_dates(
-    spark: SparkSession, cfg: Config, dates: list[dt.date], spec, *, batch_size: int, shuffle: bool = False
-):
-    """A batch stream over the examples of ``dates`` (None when those days hold no rows)."""
-    from recs.model.batches import ExampleStream, label_date_filter, open_examples
-    from recs.tables import read_range
-
-    present = read_range(spark, cfg, "training_examples", min(dates), max(dates)).where(
-        F.col("spec_hash") == spec.spec_hash
-    )
-    if present.isEmpty():
-        return None
-    dataset = open_examples(examples_path(cfg), table_format="delta")
-    return ExampleStream(
-        dataset,
-        spec,
-        batch_size=batch_size,
-        filter=label_date_filter(dates),
-        shuffle_buffer=cfg.train.shuffle_buffer if shuffle else 0,
-        seed=cfg.train.seed,
-    )
 
 
 # Keys that decide when to train or whether to promote, not what is learned.

@@ -27,6 +27,7 @@ from recs.model.dlrm import DLRM
 from recs.model.metrics import evaluate, validation_metrics
 from recs.train.collective import average_gradients, broadcast_model, distributed
 from recs.train.optim import make_optimizers
+from recs.values import metrics_text
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def train(
             **{f"val_{k}": v for k, v in metrics.items()},
         }
         history.append(metrics)
-        log.info("epoch %d: %s", epoch, _fmt(metrics))
+        log.info("epoch %d: %s", epoch, metrics_text(metrics))
         score = _score(validation_metrics(metrics))
         if score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
@@ -236,7 +237,3 @@ def train(
         stopped_early=len(history) < settings.epochs,
         settings=asdict(settings),
     )
-
-
-def _fmt(metrics: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

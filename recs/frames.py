@@ -1,0 +1,35 @@
+"""DataFrame helpers that several stages share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+
+def first_rows(
+    df: DataFrame,
+    key: Sequence[str],
+    order: Sequence[Column | str],
+    n: int = 1,
+    rank: str | None = None,
+) -> DataFrame:
+    """The first ``n`` rows of each ``key`` group by ``order``; ``rank`` names a column that keeps
+    their position (1..n), otherwise none is added.
+
+    End ``order`` with a unique tie-break: without one, which rows survive can change from run
+    to run, and a rerun of a date would not reproduce its rows.
+    """
+    column = rank or "_first_rows"
+    w = Window.partitionBy(*key).orderBy(*order)
+    kept = df.withColumn(column, F.row_number().over(w)).where(F.col(column) <= n)
+    return kept if rank else kept.drop(column)
+
+
+def top_n(
+    df: DataFrame, key: Sequence[str], score: str, n: int, tie: str = "item_id", rank: str | None = None
+) -> DataFrame:
+    """The ``n`` highest ``score`` rows per ``key``, ties broken by ``tie`` ascending."""
+    return first_rows(df, key, [F.col(score).desc(), F.col(tie)], n, rank)
