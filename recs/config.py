@@ -86,6 +86,17 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
+class RelatedConfig:
+    similar_items: int
+    similar_pool_per_category: int
+    embedding_weight: float
+    bought_together: int
+    bought_together_days: int
+    bought_together_min_support: int
+    max_basket_items: int
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     ks: list[int]
 
@@ -111,6 +122,7 @@ class Config:
     features: FeaturesConfig
     train: TrainConfig
     score: ScoreConfig
+    related: RelatedConfig
     evaluate: EvaluateConfig
     health: HealthConfig
     source: str = field(default="defaults", compare=False)
@@ -166,6 +178,13 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "score.batch_size": (1, None),
     "score.threads_per_task": (1, None),
     "score.user_retention_days": (1, None),
+    "related.similar_items": (0, None),
+    "related.similar_pool_per_category": (1, None),
+    "related.embedding_weight": (0, None),
+    "related.bought_together": (0, None),
+    "related.bought_together_days": (1, None),
+    "related.bought_together_min_support": (1, None),
+    "related.max_basket_items": (2, None),
     "evaluate.ks": (1, None),
     "health.max_short_user_share": (0, 1),
     "health.max_users_without_rows": (0, None),

@@ -66,6 +66,8 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
         "model_registry",
         "recommendations",
         "ad_candidates",
+        "similar_items",
+        "bought_together",
         "eval_metrics",
         "output_health",
         "pipeline_runs",
@@ -103,3 +105,10 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
         items = ", ".join(f"{r.item_id} ({r.candidate_source}, {r.score:.3f})" for r in top)
         ad_text = ", ".join(f"{r.ad_id} (eCPM {r.ecpm:.3f})" for r in top_ads) or "none eligible"
         console.print(f"[bold]{user}[/] top items: {items}\n    ads: {ad_text}")
+    for name in ("similar_items", "bought_together"):
+        rows = read_table(spark, cfg, name).where(F.col("rec_date") == F.lit(date))
+        anchors = [r.item_id for r in rows.select("item_id").distinct().orderBy("item_id").limit(2).collect()]
+        for item in anchors:
+            top = rows.where((F.col("item_id") == item) & (F.col("rank") <= 5)).orderBy("rank").collect()
+            text = ", ".join(f"{r.neighbour_id} ({r.source}, {r.score:.3f})" for r in top)
+            console.print(f"[bold]{name}[/] of {item}: {text}")

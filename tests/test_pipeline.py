@@ -39,7 +39,8 @@ OUTPUTS = [
     "training_examples",
     "recommendations",
     "ad_candidates",
-]
+    "similar_items",
+]  # bought_together too, but a first day with no pair bought twice writes no rows
 PARTITION = {"events": "event_date", "items": "snapshot_date", "ads": "snapshot_date"}
 COMPARED = [
     "training_examples",
@@ -48,6 +49,8 @@ COMPARED = [
     "candidate_pool",
     "recommendations",
     "ad_candidates",
+    "similar_items",
+    "bought_together",
 ]
 
 

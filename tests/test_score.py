@@ -158,6 +158,15 @@ def test_recommendations_read_back_without_spark(spark, pipeline, recs_last):
     n = con.execute(f"SELECT count(*) FROM recs WHERE rec_date = DATE '{LAST}' AND rank = 1").fetchone()[0]
     assert n == recs.where("rank = 1").count()
     assert read_table(spark, cfg, "recommendations").select("rec_date").distinct().count() == NIGHTS
+    for name in ("similar_items", "bought_together"):  # the item-to-item tables too
+        rows = DeltaTable(table_path(cfg, name)).to_pyarrow_table(filters=[("rec_date", "=", LAST)])
+        assert rows.num_rows == read_date(spark, cfg, name, LAST).count() > 0, name
+        con = duckdb.connect()
+        con.register(name, DeltaTable(table_path(cfg, name)).to_pyarrow_dataset())
+        n = con.execute(
+            f"SELECT count(DISTINCT item_id) FROM {name} WHERE rec_date = DATE '{LAST}'"
+        ).fetchone()[0]
+        assert n == read_date(spark, cfg, name, LAST).select("item_id").distinct().count(), name
 
 
 LAPSED = "lapsed-user"
@@ -337,3 +346,59 @@ def test_the_bought_filter_reads_exactly_the_configured_window(spark, tmp_path):
     candidates = recommendation_candidates(sources, cfg.score, users, item_features, items)
 
     assert sorted(r.item_id for r in candidates.collect()) == ["age30", "never"]
+
+
+def test_similar_items_are_in_stock_other_items_that_share_the_anchors_category(spark, pipeline):
+    """Ranks 1..n without gaps, never the anchor or an out-of-stock item, and neighbours share
+    the anchor's category at least twice as often as an in-stock item drawn at random."""
+    cfg, _ = pipeline
+    items = read_date(spark, cfg, "items", LAST).toPandas()
+    similar = read_date(spark, cfg, "similar_items", LAST).toPandas()
+    category = dict(zip(items.item_id, items.category_id, strict=True))
+    in_stock = set(items.item_id[items.in_stock])
+
+    assert len(similar) > 0 and set(similar.item_id) <= set(items.item_id)
+    assert not (similar.item_id == similar.neighbour_id).any()
+    assert set(similar.neighbour_id) <= in_stock
+    assert set(similar.source) <= {"covisit", "embedding"}  # a promoted model serves LAST
+    for _, g in similar.groupby("item_id"):
+        assert sorted(g["rank"]) == list(range(1, len(g) + 1)) and len(g) <= cfg.related.similar_items
+        assert g.sort_values("rank").score.is_monotonic_decreasing
+    same = (similar.item_id.map(category) == similar.neighbour_id.map(category)).mean()
+    stocked = items[items.in_stock]
+    per_category = stocked.category_id.value_counts()
+    random_same = sum((n / len(stocked)) ** 2 for n in per_category)
+    assert same >= 2 * random_same, (same, random_same)
+
+
+def test_bought_together_equals_a_direct_count_of_user_day_baskets(spark, pipeline):
+    """An independent pandas count over the raw rollup rows of the window."""
+    cfg, _ = pipeline
+    r = cfg.related
+    ui = read_range(
+        spark, cfg, "user_item_daily", LAST - dt.timedelta(days=r.bought_together_days - 1), LAST
+    ).toPandas()
+    items = read_date(spark, cfg, "items", LAST).toPandas()
+    baskets = ui[(ui.carts > 0) | (ui.purchases > 0)][["user_id", "event_date", "item_id"]].drop_duplicates()
+    assert baskets.groupby(["user_id", "event_date"]).size().max() <= r.max_basket_items  # no cap applies
+    holding = baskets.groupby("item_id").size()
+    pairs = baskets.merge(baskets, on=["user_id", "event_date"], suffixes=("", "_n"))
+    pairs = pairs[pairs.item_id != pairs.item_id_n]
+    support = pairs.groupby(["item_id", "item_id_n"]).size()
+    in_stock = set(items.item_id[items.in_stock])
+    want = {}
+    for (a, b), n in support.items():
+        if n >= r.bought_together_min_support and b in in_stock and a in set(items.item_id):
+            want.setdefault(a, []).append((-n / holding[a], -n, b))
+    expected = sorted(
+        (a, rank, b, round(-conf, 9), -n)
+        for a, rows in want.items()
+        for rank, (conf, n, b) in enumerate(sorted(rows)[: r.bought_together], start=1)
+    )
+
+    got = read_date(spark, cfg, "bought_together", LAST).toPandas()
+    assert (
+        sorted((x.item_id, x.rank, x.neighbour_id, round(x.score, 9), x.support) for x in got.itertuples())
+        == expected
+    )
+    assert len(expected) > 0

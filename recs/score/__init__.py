@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recs.config import Config, HealthConfig, ScoreConfig
+from recs.config import Config, HealthConfig, RelatedConfig, ScoreConfig
 from recs.features import History
 from recs.features.spec import FeatureSpec
 from recs.frames import top_n
@@ -57,7 +57,9 @@ class ScoreInputs:
     sources: CandidateInputs  # for known users the stored pool lacks
     history: History  # user-item signals for the ranking
     ad_events: DataFrame  # the frequency-cap window of events
+    baskets: DataFrame  # user_item_daily over related.bought_together_days
     model: ScoringModel | None  # promoted as of D; None ranks by the candidate sources
+    item_vectors: DataFrame | None  # (bucket, vec) of the model's item embeddings
 
 
 def load_promoted(spark: SparkSession, cfg: Config, date: dt.date) -> ScoringModel | None:
@@ -126,8 +128,11 @@ def read_pool(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame:
 def read_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> ScoreInputs:
     from recs.features import read_history
     from recs.score.ads import FREQUENCY_DAYS
+    from recs.score.related import read_item_vectors
     from recs.tables import read_date, read_range
 
+    model = load_promoted(spark, cfg, date)
+    basket_days = dt.timedelta(days=cfg.related.bought_together_days - 1)
     return ScoreInputs(
         date=date,
         users=read_scoring_users(spark, cfg, date),
@@ -138,7 +143,9 @@ def read_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> ScoreInputs:
         sources=read_candidate_inputs(spark, cfg, date),
         history=read_history(spark, cfg, date),
         ad_events=read_range(spark, cfg, "events", date - dt.timedelta(days=FREQUENCY_DAYS - 1), date),
-        model=load_promoted(spark, cfg, date),
+        baskets=read_range(spark, cfg, "user_item_daily", date - basket_days, date),
+        model=model,
+        item_vectors=read_item_vectors(spark, model.artifact) if model else None,
     )
 
 
@@ -315,6 +322,28 @@ def rank_ads(inputs: ScoreInputs, s: ScoreConfig, device: str) -> DataFrame:
     )
 
 
+def related_items(inputs: ScoreInputs, s: ScoreConfig, r: RelatedConfig) -> tuple[DataFrame, DataFrame]:
+    """(``similar_items``, ``bought_together``) rows of ``inputs.date``."""
+    from recs.score.candidates import covisitation
+    from recs.score.related import bought_together, similar_items
+
+    date, model = inputs.date, inputs.model
+    covisit = covisitation(inputs.sources.events, s.covisit_max_items_per_session, s.covisit_neighbours)
+    spec = model.spec if model else None
+    similar = similar_items(inputs.items, inputs.item_features, covisit, inputs.item_vectors, spec, r)
+    similar = similar.select(
+        "item_id",
+        "rank",
+        "neighbour_id",
+        "score",
+        "source",
+        F.lit(model.version if model else NO_MODEL).alias("model_version"),
+        F.lit(date).alias("rec_date"),
+    )
+    together = bought_together(inputs.baskets, inputs.items, date, r).withColumn("rec_date", F.lit(date))
+    return similar, together
+
+
 def health_rows(
     recs: DataFrame,
     previous: DataFrame,
@@ -367,6 +396,9 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         )
         pool.unpersist()
         replace_partition(rank_ads(inputs, s, cfg.train.device), cfg, "ad_candidates", date, tag=tag)
+        similar, together = related_items(inputs, s, cfg.related)
+        replace_partition(similar, cfg, "similar_items", date, tag=tag)
+        replace_partition(together, cfg, "bought_together", date, tag=tag)
 
         day_before = date - dt.timedelta(days=1)
         figures, rows, failed = health_rows(
@@ -389,6 +421,8 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
                 "users_without_rows": int(figures["users_without_rows"]),
                 "recommendation_rows": committed_rows(spark, cfg, "recommendations", tag),
                 "ad_candidate_rows": committed_rows(spark, cfg, "ad_candidates", tag),
+                "similar_items_rows": committed_rows(spark, cfg, "similar_items", tag),
+                "bought_together_rows": committed_rows(spark, cfg, "bought_together", tag),
                 "health_checks_failed": len(failed),
             }
         )

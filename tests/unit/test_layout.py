@@ -78,3 +78,11 @@ def test_interactions_are_item_event_types():
 
     assert set(interaction_events()) <= set(raw_doc("events")["event_types"]["item"])
     assert "impression" not in interaction_events()
+
+
+def test_every_package_under_recs_is_installed_by_a_non_editable_install():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "recs").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
