@@ -97,6 +97,12 @@ class RelatedConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    salt: str
+    holdout_share: float
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     ks: list[int]
 
@@ -123,6 +129,7 @@ class Config:
     train: TrainConfig
     score: ScoreConfig
     related: RelatedConfig
+    experiment: ExperimentConfig
     evaluate: EvaluateConfig
     health: HealthConfig
     source: str = field(default="defaults", compare=False)
@@ -185,6 +192,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "related.bought_together_days": (1, None),
     "related.bought_together_min_support": (1, None),
     "related.max_basket_items": (2, None),
+    "experiment.holdout_share": (0, 1),
     "evaluate.ks": (1, None),
     "health.max_short_user_share": (0, 1),
     "health.max_users_without_rows": (0, None),

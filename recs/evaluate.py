@@ -148,15 +148,16 @@ def read_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> EvalInputs:
     from recs.model.artifacts import load_model
     from recs.model.batches import examples_for_dates
     from recs.model.registry import artifact_location, model_row
-    from recs.score import read_pool
+    from recs.score import NO_MODEL, read_pool
     from recs.tables import read_date, read_range
 
     rec_date = date - dt.timedelta(days=1)
     recs = read_range(spark, cfg, "recommendations", rec_date, rec_date)
-    first = recs.select("model_version").first()
-    if first is None:
+    if recs.isEmpty():
         raise StepSkipped(f"no recommendations for {rec_date} to judge")
-    version = first.model_version
+    # With a holdout, its rows say none:candidate-order; the model is the other rows'.
+    ranked = recs.where(F.col("model_version") != NO_MODEL).select("model_version").first()
+    version = ranked.model_version if ranked else NO_MODEL
     model = examples = None
     row = model_row(spark, cfg, version)
     if row is not None:
@@ -183,16 +184,29 @@ def model_quality(model: DLRM | None, examples: ExampleStream | None) -> dict[st
     return {k: metrics[k] for k in ("auc", "logloss") if k in metrics}
 
 
-def metric_rows(inputs: EvalInputs, ks: list[int], date: dt.date) -> list[dict[str, object]]:
-    """``eval_metrics`` rows for ``date``: each ranking metric for the model beside each
-    baseline, the pool's recall, and the model's AUC / log-loss; NaN stored as null."""
+def arms(recs: DataFrame) -> dict[str, DataFrame]:
+    """Users per experiment arm: ``all``, and with a holdout (rows ranked without the model
+    beside rows ranked with it) ``model`` and ``holdout`` as well."""
+    from recs.score import NO_MODEL
+
+    users = recs.select("user_id", (F.col("model_version") == NO_MODEL).alias("held")).distinct()
+    out = {"all": users.select("user_id").distinct()}
+    if users.select("held").distinct().count() > 1:
+        out["model"] = users.where(~F.col("held")).select("user_id")
+        out["holdout"] = users.where("held").select("user_id")
+    return out
+
+
+def arm_rows(
+    inputs: EvalInputs, relevant: DataFrame, users: DataFrame, ks: list[int], arm: str, date: dt.date
+) -> list[dict[str, object]]:
+    """The ranking metrics of the lists served to ``users``, beside each baseline on them."""
     top = max(ks)
-    relevant = relevant_items(inputs.events)
-    users = inputs.recs.select("user_id").distinct()
+    pool = inputs.pool.join(users, "user_id")
     systems = {
-        "model": inputs.recs,
+        "model": inputs.recs.join(users, "user_id"),
         "popularity": popularity_recs(users, inputs.items, top),
-        **baseline_lists(inputs.pool, top),
+        **baseline_lists(pool, top),
     }
     results = {
         name: ranking_metrics(df, relevant, ks) | coverage(df, inputs.items, ks)
@@ -200,12 +214,25 @@ def metric_rows(inputs: EvalInputs, ks: list[int], date: dt.date) -> list[dict[s
     }
     version = inputs.version
     rows = [
-        metric_row(m, k, v, version, date, {name: results[name].get((m, k)) for name in results})
+        metric_row(m, k, v, version, date, {name: results[name].get((m, k)) for name in results}, arm)
         for (m, k), v in results["model"].items()
     ]
-    rows.append(metric_row("pool_recall", None, pool_recall(inputs.pool, relevant, users), version, date))
+    rows.append(metric_row("pool_recall", None, pool_recall(pool, relevant, users), version, date, None, arm))
+    return rows
+
+
+def metric_rows(inputs: EvalInputs, ks: list[int], date: dt.date) -> list[dict[str, object]]:
+    """``eval_metrics`` rows for ``date``: each ranking metric for the served lists beside each
+    baseline and the pool's recall, for all users and for each experiment arm; the model's AUC /
+    log-loss; NaN stored as null."""
+    relevant = relevant_items(inputs.events)
+    rows = [
+        r
+        for arm, users in arms(inputs.recs).items()
+        for r in arm_rows(inputs, relevant, users, ks, arm, date)
+    ]
     for name, value in model_quality(inputs.model, inputs.examples).items():
-        rows.append(metric_row(name, None, value, version, date))
+        rows.append(metric_row(name, None, value, inputs.version, date, None, "all"))
     return [finite_or_none(r) for r in rows]
 
 
@@ -229,9 +256,9 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         for r in rows:
             if r["k"] in (None, 10):
                 log.info(
-                    "evaluate %s: %-16s k=%-4s model %s  popularity %s  candidate order %s  recent %s",
+                    "evaluate %s: %-24s k=%-4s model %s  popularity %s  candidate order %s  recent %s",
                     date,
-                    r["metric"],
+                    r["metric"] if r["arm"] == "all" else f"{r['metric']} ({r['arm']} arm)",
                     r["k"],
                     metric_text(r["value"]),
                     metric_text(r["baseline_value"]),
@@ -255,10 +282,11 @@ def metric_row(
     version: str,
     date: dt.date,
     baselines: dict[str, float | None] | None = None,
+    arm: str = "all",
 ) -> dict[str, object]:
     """One ``eval_metrics`` row; ``baselines`` maps a system name (or "model") to its value."""
-    row: dict[str, object] = {"metric": metric, "k": k, "value": value, "model_version": version}
+    row: dict[str, object] = {"metric": metric, "k": k, "value": value}
     for name, column in BASELINE_COLUMNS.items():
         row[column] = (baselines or {}).get(name)
-    row["eval_date"] = date
+    row |= {"arm": arm, "model_version": version, "eval_date": date}
     return row

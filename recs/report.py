@@ -28,7 +28,9 @@ def eval_table(rows: list, title: str):
         table.add_column(col)
     for r in rows:
         values = [metric_text(r[c]) for c in SYSTEMS]
-        table.add_row(r.metric, "" if r.k is None else str(r.k), *values)
+        arm = r.asDict().get("arm") or "all"
+        metric = r.metric if arm == "all" else f"{r.metric} ({arm} arm)"
+        table.add_row(metric, "" if r.k is None else str(r.k), *values)
     return table
 
 
@@ -53,6 +55,8 @@ def render(spark: SparkSession, cfg: Config, out: Path) -> Path:
 
     # eval_metrics and output_health hold a few dozen rows per day: small enough for the driver.
     pdf = read_table(spark, cfg, "eval_metrics").toPandas().sort_values("eval_date")
+    if "arm" in pdf:  # the charts follow every judged user; `recs evaluate` prints each arm
+        pdf = pdf[pdf["arm"].isna() | (pdf["arm"] == "all")]
     if pdf.empty:
         raise ValueError("eval_metrics is empty; run `recs evaluate` first")
     pdf["eval_date"] = pd.to_datetime(pdf["eval_date"])

@@ -55,7 +55,7 @@ COMPARED = [
 
 
 def versions(spark, cfg) -> dict[str, int]:
-    names = [*OUTPUTS, "eval_metrics", "model_registry", "pipeline_runs"]
+    names = [*OUTPUTS, "bought_together", "eval_metrics", "model_registry", "pipeline_runs"]
     return {n: DeltaTable.forPath(spark, table_path(cfg, n)).history(1).first().version for n in names}
 
 

@@ -235,6 +235,15 @@ def test_a_user_whose_only_event_is_40_days_old_still_gets_k_rows(spark, rescore
     assert {r.candidate_source for r in rows} == {"global_popular"}
     assert read_date(spark, cfg, "user_features", LAST).where(F.col("user_id") == LAPSED).count() == 0
 
+    # Completing the pool for the lapsed user leaves everyone else's list exactly as it was.
+    def lists(c):
+        recs = read_date(spark, c, "recommendations", LAST).where(F.col("user_id") != LAPSED)
+        return sorted(
+            tuple(r) for r in recs.select("user_id", "rank", "item_id", "candidate_source").collect()
+        )
+
+    assert lists(copy) == lists(cfg)
+
 
 def test_a_shop_without_ads_runs_every_step_and_writes_no_ad_rows(spark, tmp_path):
     """No ads feed and no ad events: the night still writes features, examples and recommendations."""
@@ -402,3 +411,58 @@ def test_bought_together_equals_a_direct_count_of_user_day_baskets(spark, pipeli
         == expected
     )
     assert len(expected) > 0
+
+
+def test_a_holdout_gets_the_candidate_order_and_evaluation_reports_each_arm(spark, pipeline, tmp_path):
+    """experiment.holdout_share = 0.5: users in buckets 0..49 (bucket = salted hash of the user,
+    recomputed here in pure Python) get their pool's own order; the others get exactly the
+    lists the model gave them before; eval_metrics splits every metric by arm."""
+    from recs.config import replace_section
+    from recs.hashing import spark_xxhash64
+    from recs.pipeline import nightly
+    from recs.score import NO_MODEL
+    from recs.tables import replace_partition
+
+    cfg, _ = pipeline
+    served, judged = LAST, LAST + dt.timedelta(days=1)  # LAST is the night a model served
+    copy = replace_section(copy_lakehouse(cfg, tmp_path / "lakehouse"), "experiment", holdout_share=0.5)
+    salt = copy.experiment.salt
+    assert nightly(spark, copy, served, steps=["score"], force=True).ok
+    # What users do on the day after: LAST's events again, enough to judge both arms by.
+    next_day = read_date(spark, cfg, "events", LAST).withColumn("event_date", F.lit(judged))
+    replace_partition(next_day, copy, "events", judged)
+    assert nightly(spark, copy, judged, steps=["evaluate"], force=True).ok
+
+    recs = read_date(spark, copy, "recommendations", served).toPandas()
+    before = read_date(spark, cfg, "recommendations", served).toPandas()
+    pool = read_date(spark, cfg, "candidate_pool", served).toPandas()
+    assert (recs.bucket == recs.user_id.map(lambda u: spark_xxhash64(salt, u) % 100)).all()
+    held = recs[recs.bucket < 50]
+    assert 0 < held.user_id.nunique() < recs.user_id.nunique()
+    assert (held.model_version == NO_MODEL).all() and (
+        recs[recs.bucket >= 50].model_version != NO_MODEL
+    ).all()
+    for user, g in held.groupby("user_id"):
+        by_position = pool[pool.user_id == user].sort_values("position").item_id.tolist()
+        assert g.sort_values("rank").item_id.tolist() == by_position[: cfg.score.k], user
+
+    def model_arm(df):
+        rows = df[df.user_id.isin(recs[recs.bucket >= 50].user_id)]
+        return rows.sort_values(["user_id", "rank"])[["user_id", "rank", "item_id", "score"]]
+
+    now, then = model_arm(recs), model_arm(before)
+    assert (
+        now[["user_id", "rank", "item_id"]].values.tolist()
+        == then[["user_id", "rank", "item_id"]].values.tolist()
+    )
+    # float32 forward passes over differently composed batches agree to rounding only
+    np.testing.assert_allclose(now.score.to_numpy(), then.score.to_numpy(), rtol=1e-5)
+    ads = read_date(spark, copy, "ad_candidates", served).toPandas()
+    assert ((ads.bucket < 50) == (ads.model_version == NO_MODEL)).all()
+
+    ev = read_date(spark, copy, "eval_metrics", judged).toPandas()
+    users = ev[ev.metric == "users_evaluated"].set_index("arm").value
+    assert set(users.index) == {"all", "model", "holdout"}
+    assert users["model"] + users["holdout"] == users["all"] > 0
+    held_recall = ev[(ev.arm == "holdout") & (ev.metric == "recall") & (ev.k == 10)].iloc[0]
+    assert held_recall.value == pytest.approx(held_recall.candidate_order_value)  # served = pool order

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
@@ -18,10 +19,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recs.config import Config, HealthConfig, RelatedConfig, ScoreConfig
+from recs.config import Config, ExperimentConfig, HealthConfig, RelatedConfig, ScoreConfig
 from recs.features import History
 from recs.features.spec import FeatureSpec
 from recs.frames import top_n
+from recs.score.experiment import bucket, holdout_buckets
 
 log = logging.getLogger("recs")
 
@@ -266,42 +268,71 @@ def users_missing_from(pool: DataFrame, users: DataFrame) -> DataFrame:
     return users.join(pool.select("user_id").distinct(), "user_id", "left_anti")
 
 
-def rank_recommendations(inputs: ScoreInputs, pool: DataFrame, s: ScoreConfig, device: str) -> DataFrame:
-    """The ``recommendations`` rows of ``inputs.date``: the pool ranked by the model (or by its
-    own order without one), top k per user."""
+def by_arm(
+    rows: DataFrame,
+    model: ScoringModel | None,
+    holdout: int,
+    with_model: Callable[[DataFrame], DataFrame],
+    without: Callable[[DataFrame], DataFrame],
+) -> DataFrame:
+    """``score`` for ``rows`` (which carry ``bucket``): ``with_model`` for the model arm,
+    ``without`` for the holdout buckets and for everyone while no model is promoted;
+    ``model_version`` says which ranked each row."""
+    if model is None:
+        return without(rows).withColumn("model_version", F.lit(NO_MODEL))
+    treated = rows if holdout == 0 else rows.where(F.col("bucket") >= holdout)
+    scored = with_model(treated).withColumn("model_version", F.lit(model.version))
+    if holdout == 0:
+        return scored
+    held = without(rows.where(F.col("bucket") < holdout)).withColumn("model_version", F.lit(NO_MODEL))
+    return scored.unionByName(held, allowMissingColumns=True)
+
+
+def rank_recommendations(
+    inputs: ScoreInputs, pool: DataFrame, s: ScoreConfig, e: ExperimentConfig, device: str
+) -> DataFrame:
+    """The ``recommendations`` rows of ``inputs.date``: the pool ranked by the model (by its own
+    order for the holdout, or for everyone without a model), top k per user."""
     model = inputs.model
-    if model is not None:
-        rows = pool.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string"))
-        keep = ["user_id", "item_id", "candidate_source", "category_id", "is_ad"]
-        scored = model_scores(rows, inputs, model, None, keep, s, device)
-    else:
-        scored = fallback_scores(pool)
+    keep = ["user_id", "item_id", "candidate_source", "category_id", "is_ad", "bucket"]
+
+    def with_model(rows: DataFrame) -> DataFrame:
+        rows = rows.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string"))
+        return model_scores(rows, inputs, model, None, keep, s, device)
+
+    rows = pool.withColumn("bucket", bucket(e.salt))
+    scored = by_arm(rows, model, holdout_buckets(e.holdout_share), with_model, fallback_scores)
     return top_k(scored, s.k, s.max_per_category).select(
         "user_id",
         "rank",
         "item_id",
         "score",
         "candidate_source",
-        F.lit(model.version if model else NO_MODEL).alias("model_version"),
+        "model_version",
+        "bucket",
         F.lit(inputs.date).alias("rec_date"),
     )
 
 
-def rank_ads(inputs: ScoreInputs, s: ScoreConfig, device: str) -> DataFrame:
+def rank_ads(inputs: ScoreInputs, s: ScoreConfig, e: ExperimentConfig, device: str) -> DataFrame:
     """The ``ad_candidates`` rows of ``inputs.date``: eligible ads per user by eCPM (pCTR x bid),
-    pCTR from the model, or the item's smoothed CTR without one."""
+    pCTR from the model, or the item's smoothed CTR for the holdout and without a model."""
     from recs.score.ads import eligible_pairs, frequency_capped, live_ads, serving_date
 
     date, model = inputs.date, inputs.model
     capped = frequency_capped(inputs.ad_events, date, s.frequency_cap)
     pairs = eligible_pairs(inputs.users, live_ads(inputs.ads, serving_date(date)), capped)
-    if model is not None:
-        rows = pairs.withColumn("is_ad", F.lit(True))
-        keep = ["user_id", "ad_id", "campaign_id", "item_id", "bid", "is_ad"]
-        scored = model_scores(rows, inputs, model, inputs.ads, keep, s, device)
-    else:
+    keep = ["user_id", "ad_id", "campaign_id", "item_id", "bid", "is_ad", "bucket"]
+
+    def with_model(rows: DataFrame) -> DataFrame:
+        return model_scores(rows.withColumn("is_ad", F.lit(True)), inputs, model, inputs.ads, keep, s, device)
+
+    def without(rows: DataFrame) -> DataFrame:
         ctr = inputs.item_features.select("item_id", F.col("ctr_28d").alias("score"))
-        scored = pairs.join(ctr, "item_id", "left").fillna({"score": 0.0})
+        return rows.join(ctr, "item_id", "left").fillna({"score": 0.0})
+
+    rows = pairs.withColumn("bucket", bucket(e.salt))
+    scored = by_arm(rows, model, holdout_buckets(e.holdout_share), with_model, without)
     ranked = top_k(
         scored.withColumn("pctr", F.col("score")).withColumn("score", F.col("pctr") * F.col("bid")),
         s.ads_per_user,
@@ -317,7 +348,8 @@ def rank_ads(inputs: ScoreInputs, s: ScoreConfig, device: str) -> DataFrame:
         "pctr",
         "bid",
         F.col("score").alias("ecpm"),
-        F.lit(model.version if model else NO_MODEL).alias("model_version"),
+        "model_version",
+        "bucket",
         F.lit(date).alias("rec_date"),
     )
 
@@ -384,18 +416,23 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         pool = inputs.pool
         missing = users_missing_from(pool, inputs.users)
         if not missing.isEmpty():
-            log.warning(
-                "score %s: %d known users are not in the stored pool; adding theirs", date, missing.count()
-            )
+            log.warning("score %s: %d known users lack a stored pool; adding theirs", date, missing.count())
             extra = candidate_pool(inputs.sources, s, date, missing, inputs.item_features, inputs.items)
-            pool = pool.unionByName(extra)
+            # The recent source reads every user's rollups, so keep the missing users' rows only.
+            pool = pool.unionByName(extra.join(missing.select("user_id"), "user_id"))
         pool.persist(StorageLevel.MEMORY_AND_DISK)
         step.counts["candidate_pairs"] = pool.count()
         replace_partition(
-            rank_recommendations(inputs, pool, s, cfg.train.device), cfg, "recommendations", date, tag=tag
+            rank_recommendations(inputs, pool, s, cfg.experiment, cfg.train.device),
+            cfg,
+            "recommendations",
+            date,
+            tag=tag,
         )
         pool.unpersist()
-        replace_partition(rank_ads(inputs, s, cfg.train.device), cfg, "ad_candidates", date, tag=tag)
+        replace_partition(
+            rank_ads(inputs, s, cfg.experiment, cfg.train.device), cfg, "ad_candidates", date, tag=tag
+        )
         similar, together = related_items(inputs, s, cfg.related)
         replace_partition(similar, cfg, "similar_items", date, tag=tag)
         replace_partition(together, cfg, "bought_together", date, tag=tag)
