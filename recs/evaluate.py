@@ -243,9 +243,12 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
 
     with record_step(spark, cfg, "evaluate", date) as step:
         inputs = read_inputs(spark, cfg, date)
-        inputs.pool.cache()  # read by two baselines and the pool's recall
+        # Each is read once per arm and system: by the baselines, the pool's recall, the lists.
+        inputs.pool.cache()
+        inputs.recs.cache()
         rows = metric_rows(inputs, sorted(set(cfg.evaluate.ks)), date)
         inputs.pool.unpersist()
+        inputs.recs.unpersist()
         replace_partition(
             spark.createDataFrame(rows, table_schema("eval_metrics")), cfg, "eval_metrics", date
         )

@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -25,6 +26,9 @@ from recs.features.spec import FeatureSpec
 from recs.frames import top_n
 from recs.score.experiment import bucket, holdout_buckets
 
+if TYPE_CHECKING:
+    from recs.model.dlrm import DLRM
+
 log = logging.getLogger("recs")
 
 NO_MODEL = "none:candidate-order"
@@ -35,6 +39,7 @@ class ScoringModel:
     version: str
     artifact: str
     spec: FeatureSpec
+    net: DLRM = field(compare=False, repr=False)  # loaded once on the driver; executors load their own
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,8 @@ def load_promoted(spark: SparkSession, cfg: Config, date: dt.date) -> ScoringMod
         return None
     artifact = artifact_location(cfg, row.artifact_path)
     # Verify the artefact on the driver first: a corrupt model fails the step with a clear error.
-    _, spec, _ = load_model(artifact)
-    return ScoringModel(row.model_version, artifact, spec)
+    net, spec, _ = load_model(artifact)
+    return ScoringModel(row.model_version, artifact, spec, net)
 
 
 def read_scoring_users(
@@ -130,7 +135,7 @@ def read_pool(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame:
 def read_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> ScoreInputs:
     from recs.features import read_history
     from recs.score.ads import FREQUENCY_DAYS
-    from recs.score.related import read_item_vectors
+    from recs.score.related import item_vectors
     from recs.tables import read_date, read_range
 
     model = load_promoted(spark, cfg, date)
@@ -147,7 +152,7 @@ def read_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> ScoreInputs:
         ad_events=read_range(spark, cfg, "events", date - dt.timedelta(days=FREQUENCY_DAYS - 1), date),
         baskets=read_range(spark, cfg, "user_item_daily", date - basket_days, date),
         model=model,
-        item_vectors=read_item_vectors(spark, model.artifact) if model else None,
+        item_vectors=item_vectors(spark, model.net, model.spec) if model else None,
     )
 
 

@@ -14,6 +14,7 @@ order id is needed, so shops that log neither still get the list).
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -25,6 +26,9 @@ from recs.features.spec import FeatureSpec, SparseFeature
 from recs.frames import first_rows, top_n
 from recs.hashing import hash_bucket_col
 
+if TYPE_CHECKING:
+    from recs.model.dlrm import DLRM
+
 ITEM_FEATURE_SOURCE = "item.item_id"
 
 
@@ -33,15 +37,12 @@ def item_feature(spec: FeatureSpec) -> SparseFeature | None:
     return next((f for f in spec.sparse if f.source == ITEM_FEATURE_SOURCE and not f.multi), None)
 
 
-def read_item_vectors(spark: SparkSession, artifact: str) -> DataFrame | None:
+def item_vectors(spark: SparkSession, model: DLRM, spec: FeatureSpec) -> DataFrame | None:
     """(bucket, vec) for every row of the model's item-id embedding table; None when its spec
-    has no item-id feature. The table comes from the model artefact (a few MB), not the lakehouse.
+    has no item-id feature. The table comes from the model (a few MB), not the lakehouse.
     """
     import pandas as pd
 
-    from recs.model.artifacts import load_model
-
-    model, spec, _ = load_model(artifact)
     f = item_feature(spec)
     if f is None:
         return None
