@@ -336,13 +336,23 @@ def status_cmd(cfg: Config, limit: int) -> None:
         )
 
 
-OUTPUTS = ("recommendations", "ad_candidates", "output_health")
+OUTPUTS = (
+    "recommendations",
+    "ad_candidates",
+    "audiences",
+    "similar_items",
+    "bought_together",
+    "output_health",
+)
 
 
 @cli.command("restore")
 @click.option("--date", "date", type=DATE, required=True)
 @click.option(
-    "--tables", multiple=True, type=click.Choice(OUTPUTS), help="Tables to restore (default: all three)."
+    "--tables",
+    multiple=True,
+    type=click.Choice(OUTPUTS),
+    help="Tables to restore (default: every output of score).",
 )
 @click.pass_obj
 @friendly_errors

@@ -86,6 +86,20 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
+class PacingConfig:
+    enabled: bool
+    impressions_per_slot: float
+    rounds: int
+
+
+@dataclass(frozen=True)
+class AudiencesConfig:
+    size: int
+    candidates_per_audience: int
+    items: list[str]
+
+
+@dataclass(frozen=True)
 class RelatedConfig:
     similar_items: int
     similar_pool_per_category: int
@@ -128,7 +142,9 @@ class Config:
     features: FeaturesConfig
     train: TrainConfig
     score: ScoreConfig
+    pacing: PacingConfig
     related: RelatedConfig
+    audiences: AudiencesConfig
     experiment: ExperimentConfig
     evaluate: EvaluateConfig
     health: HealthConfig
@@ -192,6 +208,10 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "related.bought_together_days": (1, None),
     "related.bought_together_min_support": (1, None),
     "related.max_basket_items": (2, None),
+    "pacing.impressions_per_slot": (0, None),
+    "pacing.rounds": (0, 20),
+    "audiences.size": (0, None),
+    "audiences.candidates_per_audience": (1, None),
     "experiment.holdout_share": (0, 1),
     "evaluate.ks": (1, None),
     "health.max_short_user_share": (0, 1),

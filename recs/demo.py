@@ -66,6 +66,7 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
         "model_registry",
         "recommendations",
         "ad_candidates",
+        "audiences",
         "similar_items",
         "bought_together",
         "eval_metrics",
@@ -89,11 +90,21 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
     health = Table(title=f"output health of {date}'s recommendations")
     for c in ("check", "value", "limit", "ok"):
         health.add_column(c)
-    checks = read_table(spark, cfg, "output_health").where(F.col("rec_date") == F.lit(date)).orderBy("check")
-    for r in checks.collect():
+    checks = read_table(spark, cfg, "output_health").where(F.col("rec_date") == F.lit(date))
+    for r in checks.where(F.col("subject").isNull()).orderBy("check").collect():
         value = "-" if r.value is None else f"{r.value:.4g}"
         health.add_row(r.check, value, f"{r.kind} {r.limit:g}", "yes" if r.ok else "[red]NO[/]")
     console.print(health)
+    spend = checks.where(F.col("check") == "planned_spend").agg(
+        F.count(F.lit(1)).alias("campaigns"),
+        F.max(F.col("value") / F.col("limit")).alias("top"),
+        F.count_if(~F.col("ok")).alias("over"),
+    )
+    for r in spend.collect():
+        console.print(
+            f"planned spend on {date + dt.timedelta(days=1)}: {r.campaigns} budgeted campaigns, "
+            f"at most {0.0 if r.top is None else r.top:.0%} of a budget, {r.over} over"
+        )
     recs = read_table(spark, cfg, "recommendations").where(F.col("rec_date") == F.lit(date))
     ads = read_table(spark, cfg, "ad_candidates").where(F.col("rec_date") == F.lit(date))
     sample_users = [
@@ -105,6 +116,12 @@ def print_summary(spark, cfg: Config, date: dt.date, console) -> None:
         items = ", ".join(f"{r.item_id} ({r.candidate_source}, {r.score:.3f})" for r in top)
         ad_text = ", ".join(f"{r.ad_id} (eCPM {r.ecpm:.3f})" for r in top_ads) or "none eligible"
         console.print(f"[bold]{user}[/] top items: {items}\n    ads: {ad_text}")
+    audiences = read_table(spark, cfg, "audiences").where(F.col("rec_date") == F.lit(date))
+    named = audiences.select("audience_type", "audience_id").distinct().orderBy("audience_id").limit(2)
+    for a in named.collect():
+        top = audiences.where((F.col("audience_id") == a.audience_id) & (F.col("rank") <= 5)).orderBy("rank")
+        text = ", ".join(f"{r.user_id} ({r.score:.3f})" for r in top.collect())
+        console.print(f"[bold]audience[/] of {a.audience_type} {a.audience_id}: {text}")
     for name in ("similar_items", "bought_together"):
         rows = read_table(spark, cfg, name).where(F.col("rec_date") == F.lit(date))
         anchors = [r.item_id for r in rows.select("item_id").distinct().orderBy("item_id").limit(2).collect()]

@@ -39,6 +39,7 @@ OUTPUTS = [
     "training_examples",
     "recommendations",
     "ad_candidates",
+    "audiences",
     "similar_items",
 ]  # bought_together too, but a first day with no pair bought twice writes no rows
 PARTITION = {"events": "event_date", "items": "snapshot_date", "ads": "snapshot_date"}
@@ -49,6 +50,7 @@ COMPARED = [
     "candidate_pool",
     "recommendations",
     "ad_candidates",
+    "audiences",
     "similar_items",
     "bought_together",
 ]

@@ -20,7 +20,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recs.config import Config, ExperimentConfig, HealthConfig, RelatedConfig, ScoreConfig
+from recs.config import (
+    AudiencesConfig,
+    Config,
+    ExperimentConfig,
+    HealthConfig,
+    PacingConfig,
+    RelatedConfig,
+    ScoreConfig,
+)
 from recs.features import History
 from recs.features.spec import FeatureSpec
 from recs.frames import top_n
@@ -28,6 +36,7 @@ from recs.score.experiment import bucket, holdout_buckets
 
 if TYPE_CHECKING:
     from recs.model.dlrm import DLRM
+    from recs.score.pacing import Paced
 
 log = logging.getLogger("recs")
 
@@ -319,14 +328,18 @@ def rank_recommendations(
     )
 
 
-def rank_ads(inputs: ScoreInputs, s: ScoreConfig, e: ExperimentConfig, device: str) -> DataFrame:
+def rank_ads(inputs: ScoreInputs, s: ScoreConfig, p: PacingConfig, e: ExperimentConfig, device: str) -> Paced:
     """The ``ad_candidates`` rows of ``inputs.date``: eligible ads per user by eCPM (pCTR x bid),
-    pCTR from the model, or the item's smoothed CTR for the holdout and without a model."""
+    pCTR from the model, or the item's smoothed CTR for the holdout and without a model; then
+    paced so that no campaign is planned past its daily budget (``recs.score.pacing``).
+    """
     from recs.score.ads import eligible_pairs, frequency_capped, live_ads, serving_date
+    from recs.score.pacing import campaign_budgets, pace
 
     date, model = inputs.date, inputs.model
     capped = frequency_capped(inputs.ad_events, date, s.frequency_cap)
-    pairs = eligible_pairs(inputs.users, live_ads(inputs.ads, serving_date(date)), capped)
+    live = live_ads(inputs.ads, serving_date(date))
+    pairs = eligible_pairs(inputs.users, live, capped)
     keep = ["user_id", "ad_id", "campaign_id", "item_id", "bid", "is_ad", "bucket"]
 
     def with_model(rows: DataFrame) -> DataFrame:
@@ -338,13 +351,11 @@ def rank_ads(inputs: ScoreInputs, s: ScoreConfig, e: ExperimentConfig, device: s
 
     rows = pairs.withColumn("bucket", bucket(e.salt))
     scored = by_arm(rows, model, holdout_buckets(e.holdout_share), with_model, without)
-    ranked = top_k(
-        scored.withColumn("pctr", F.col("score")).withColumn("score", F.col("pctr") * F.col("bid")),
-        s.ads_per_user,
-        0,
-        key="ad_id",
-    )
-    return ranked.select(
+    scored = scored.withColumnRenamed("score", "pctr").withColumn("ecpm", F.col("pctr") * F.col("bid"))
+    if p.enabled:  # every pacing round re-ranks it: score once, and cut the plan there
+        scored = scored.localCheckpoint()
+    paced = pace(scored, campaign_budgets(live), s.ads_per_user, p)
+    paced.ranked = paced.ranked.select(
         "user_id",
         "rank",
         "ad_id",
@@ -352,7 +363,46 @@ def rank_ads(inputs: ScoreInputs, s: ScoreConfig, e: ExperimentConfig, device: s
         "item_id",
         "pctr",
         "bid",
-        F.col("score").alias("ecpm"),
+        "ecpm",
+        "expected_spend",
+        "model_version",
+        "bucket",
+        F.lit(date).alias("rec_date"),
+    )
+    return paced
+
+
+def rank_audiences(
+    inputs: ScoreInputs, a: AudiencesConfig, s: ScoreConfig, e: ExperimentConfig, device: str
+) -> DataFrame:
+    """The ``audiences`` rows of ``inputs.date``: each live campaign's and listed item's ``a.size``
+    users by pCTR, among candidates chosen by category affinity (``recs.score.audiences``)."""
+    from recs.score.ads import frequency_capped, live_ads, serving_date
+    from recs.score.audiences import affinity_scores, audience_candidates, audience_targets, top_users
+
+    date, model = inputs.date, inputs.model
+    targets = audience_targets(live_ads(inputs.ads, serving_date(date)), inputs.items, a.items)
+    capped = frequency_capped(inputs.ad_events, date, s.frequency_cap)
+    candidates = audience_candidates(targets, inputs.users, capped, a.candidates_per_audience)
+    keep = ["audience_type", "audience_id", "user_id", "ad_id", "item_id", "is_ad", "bucket"]
+
+    def with_model(rows: DataFrame) -> DataFrame:
+        rows = rows.withColumn("is_ad", F.col("ad_id").isNotNull())
+        return model_scores(rows, inputs, model, inputs.ads, keep, s, device)
+
+    def without(rows: DataFrame) -> DataFrame:
+        return affinity_scores(rows, inputs.item_features)
+
+    rows = candidates.withColumn("bucket", bucket(e.salt))
+    scored = by_arm(rows, model, holdout_buckets(e.holdout_share), with_model, without)
+    return top_users(scored, a.size).select(
+        "audience_type",
+        "audience_id",
+        "rank",
+        "user_id",
+        "ad_id",
+        "item_id",
+        "score",
         "model_version",
         "bucket",
         F.lit(date).alias("rec_date"),
@@ -396,12 +446,23 @@ def health_rows(
 
     figures = H.recommendation_figures(recs, users, previous, items, k) | H.ad_figures(ads)
     checks = H.checks(figures, limits)
-    rows = [(c.name, c.value, c.limit, c.kind, c.ok, date) for c in checks]
+    rows = [(c.name, None, c.value, c.limit, c.kind, c.ok, date) for c in checks]
     return figures, rows, [f"{c.name} = {c.value:.4g} ({c.kind} {c.limit:g})" for c in checks if not c.ok]
 
 
+def spend_health(ads: DataFrame, paced: Paced, date: dt.date) -> tuple[DataFrame, dict, list[str]]:
+    """(``output_health`` rows of planned spend per campaign, pacing figures, failed checks)."""
+    from recs.score import health as H
+
+    spend = H.planned_spend_checks(ads, paced.budgets).withColumn("rec_date", F.lit(date))
+    figures = {"rounds": paced.rounds} | H.pacing_figures(ads, paced.unpaced, paced.budgets)
+    over = spend.where(~F.col("ok")).orderBy("subject").limit(20).collect()
+    return spend, figures, [f"planned_spend[{r.subject}] = {r.value:.4g} (max {r.limit:g})" for r in over]
+
+
 def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
-    """Rank D's pool and eligible ads; write recommendations, ad candidates and their health."""
+    """Rank D's pool and eligible ads; write recommendations, ad candidates, audiences, the
+    item-to-item tables and the night's health checks."""
     from recs.ledger import record_step, require_done
     from recs.schemas import table_schema
     from recs.tables import committed_rows, read_date, read_range, replace_partition
@@ -427,26 +488,24 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
             pool = pool.unionByName(extra.join(missing.select("user_id"), "user_id"))
         pool.persist(StorageLevel.MEMORY_AND_DISK)
         step.counts["candidate_pairs"] = pool.count()
-        replace_partition(
-            rank_recommendations(inputs, pool, s, cfg.experiment, cfg.train.device),
-            cfg,
-            "recommendations",
-            date,
-            tag=tag,
-        )
+        device = cfg.train.device
+        ranked = rank_recommendations(inputs, pool, s, cfg.experiment, device)
+        replace_partition(ranked, cfg, "recommendations", date, tag=tag)
         pool.unpersist()
-        replace_partition(
-            rank_ads(inputs, s, cfg.experiment, cfg.train.device), cfg, "ad_candidates", date, tag=tag
-        )
+        paced = rank_ads(inputs, s, cfg.pacing, cfg.experiment, device)
+        replace_partition(paced.ranked, cfg, "ad_candidates", date, tag=tag)
+        audiences = rank_audiences(inputs, cfg.audiences, s, cfg.experiment, device)
+        replace_partition(audiences, cfg, "audiences", date, tag=tag)
         similar, together = related_items(inputs, s, cfg.related)
         replace_partition(similar, cfg, "similar_items", date, tag=tag)
         replace_partition(together, cfg, "bought_together", date, tag=tag)
 
         day_before = date - dt.timedelta(days=1)
+        ads = read_range(spark, cfg, "ad_candidates", date, date)
         figures, rows, failed = health_rows(
             read_date(spark, cfg, "recommendations", date),
             read_range(spark, cfg, "recommendations", day_before, day_before),
-            read_range(spark, cfg, "ad_candidates", date, date),
+            ads,
             inputs.users,
             inputs.items,
             s.k,
@@ -454,6 +513,11 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
             date,
         )
         health = spark.createDataFrame(rows, table_schema("output_health"))
+        if cfg.pacing.enabled:
+            spend, pacing, over = spend_health(ads, paced, date)
+            health = health.unionByName(spend)
+            failed += over
+            step.details["pacing"] = pacing
         replace_partition(health, cfg, "output_health", date, tag=tag)
         inputs.users.unpersist()
         step.counts.update(
@@ -463,6 +527,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
                 "users_without_rows": int(figures["users_without_rows"]),
                 "recommendation_rows": committed_rows(spark, cfg, "recommendations", tag),
                 "ad_candidate_rows": committed_rows(spark, cfg, "ad_candidates", tag),
+                "audience_rows": committed_rows(spark, cfg, "audiences", tag),
                 "similar_items_rows": committed_rows(spark, cfg, "similar_items", tag),
                 "bought_together_rows": committed_rows(spark, cfg, "bought_together", tag),
                 "health_checks_failed": len(failed),

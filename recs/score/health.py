@@ -95,3 +95,38 @@ def checks(figures: dict[str, float | None], limits: HealthConfig) -> list[Check
             if limit is not None:
                 out.append(Check(name, value, float(limit), kind))
     return out
+
+
+# A campaign's spend summed in another order than pacing's running sum can differ in the
+# last bits; a budget met exactly must not read as broken.
+SPEND_TOLERANCE = 1e-9
+
+
+def planned_spend_checks(ads: DataFrame, budgets: DataFrame) -> DataFrame:
+    """One ``planned_spend`` check per budgeted campaign with slots: its planned spend for the
+    serving day (``expected_spend`` summed) against its daily budget; ``subject`` names it."""
+    from recs.score.pacing import planned_spend
+
+    spend = planned_spend(ads, budgets)
+    return spend.select(
+        F.lit("planned_spend").alias("check"),
+        F.col("campaign").alias("subject"),
+        F.col("spend").alias("value"),
+        F.col("budget").alias("limit"),
+        F.lit("max").alias("kind"),
+        (F.col("spend") <= F.col("budget") * (1 + SPEND_TOLERANCE)).alias("ok"),
+    )
+
+
+def pacing_figures(paced: DataFrame, unpaced: DataFrame, budgets: DataFrame) -> dict[str, float | None]:
+    """What pacing cost: planned eCPM against the unpaced ranking's, and the campaigns it held back."""
+    from recs.score.pacing import planned_spend
+
+    planned = paced.agg(F.sum("ecpm")).first()[0]
+    free = unpaced.agg(F.sum("ecpm")).first()[0]
+    over = planned_spend(unpaced, budgets).where(F.col("spend") > F.col("budget") * (1 + SPEND_TOLERANCE))
+    return {
+        "planned_ecpm": float(planned or 0.0),
+        "unpaced_ecpm": float(free or 0.0),
+        "campaigns_over_budget_unpaced": float(over.count()),
+    }
