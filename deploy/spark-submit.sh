@@ -8,9 +8,10 @@
 # Wrapper settings deliberately do NOT use the RECS_ prefix: every RECS_* variable in the
 # driver's environment is parsed as a config override (recs/config.py), and an unknown key
 # there fails the job at start-up.
+#
+# Portable to bash 3.2+ (Amazon Linux 2, EMR 5/6, macOS): arrays that may be empty are
+# expanded as ${a[@]+"${a[@]}"}, which `set -u` accepts before bash 4.4 too.
 set -euo pipefail
-
-readonly DELTA_PACKAGE="io.delta:delta-spark_4.2_2.13:4.4.0"
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -21,6 +22,7 @@ readonly STEPS
 usage() {
   cat <<EOF
 usage: deploy/spark-submit.sh STEP --date YYYY-MM-DD [--config FILE] [--lakehouse URI] [--raw URI] [--force]
+       deploy/spark-submit.sh fetch-jars DIR
 
 STEP is one of: $STEPS  (runs jobs/STEP.py; --force is for nightly only)
 
@@ -29,9 +31,11 @@ example:
       --lakehouse s3://example-bucket/recs --raw s3a://example-bucket/raw
 
 environment:
-  SPARK_MASTER            master URL (default: yarn; e.g. k8s://https://HOST:443, local[4])
+  SPARK_MASTER            master URL (default: yarn; e.g. k8s://https://HOST:443,
+                          spark://HOST:7077, local[4])
   DEPLOY_MODE             client | cluster (default: client). In client mode the driver, and
-                          so model training, runs on this machine.
+                          so model training, runs on this machine. Standalone masters
+                          (spark://) run Python applications in client mode only.
   DRY_RUN=1               print the spark-submit command instead of running it (never packs)
   SPARK_SUBMIT            spark-submit to use (default: \$SPARK_HOME/bin/spark-submit, else PATH)
   DEPLOY_VENV             environment to ship (default: \$VIRTUAL_ENV, \$CONDA_PREFIX, or ./.venv);
@@ -45,6 +49,11 @@ environment:
   DEPLOY_PYTHON           with DEPLOY_SHIP_ENV=0: the Python on the nodes (default: Spark's choice)
   DEPLOY_PROPERTIES_FILE  properties file (default: deploy/spark-defaults.conf); the cluster's
                           own conf/spark-defaults.conf is still loaded underneath it
+  DEPLOY_DELTA_PACKAGE    Delta's Maven coordinates (default: the ones matching the shipped
+                          environment's delta-spark and pyspark, from recs.session)
+  DEPLOY_JARS_DIR         a folder of pre-fetched JARs (Delta and its dependencies) to ship with
+                          --jars instead of resolving --packages from Maven: for clusters
+                          without Maven access (fill it once with deploy/fetch-jars.sh)
   DEPLOY_EXTRA_PACKAGES   extra Maven coordinates, comma-separated (e.g. hadoop-aws)
   DEPLOY_SUBMIT_ARGS      extra spark-submit options, split on whitespace
                           (e.g. "--conf spark.executor.instances=8 --queue recs")
@@ -57,8 +66,61 @@ EOF
 die() { echo "spark-submit.sh: $*" >&2; exit 2; }
 note() { echo "spark-submit.sh: $*" >&2; }
 
+venv=${DEPLOY_VENV:-${VIRTUAL_ENV:-${CONDA_PREFIX:-$ROOT/.venv}}}
+venv_python=$venv/bin/python
+
+if [[ -n ${SPARK_SUBMIT:-} ]]; then
+  submit=$SPARK_SUBMIT
+elif [[ -n ${SPARK_HOME:-} ]]; then
+  submit=$SPARK_HOME/bin/spark-submit
+else
+  submit=spark-submit
+fi
+
+# --- Delta Lake's JARs: one source for the version, recs.session.delta_package() ----------
+delta_package() {
+  if [[ -n ${DEPLOY_DELTA_PACKAGE:-} ]]; then
+    echo "$DEPLOY_DELTA_PACKAGE"
+    return
+  fi
+  local py
+  # The environment that runs the job knows its own pyspark and delta-spark versions.
+  for py in "$venv_python" "${DEPLOY_PYTHON:-}" python3; do
+    if [[ -n $py ]] && command -v "$py" >/dev/null &&
+      "$py" -I -c 'from recs.session import delta_package as d; print(d())' 2>/dev/null; then
+      return
+    fi
+  done
+  die "cannot tell which Delta JARs match: recs is not installed at $venv, ${DEPLOY_PYTHON:-DEPLOY_PYTHON} or python3 (set DEPLOY_VENV, or DEPLOY_DELTA_PACKAGE=io.delta:delta-spark_<spark>_2.13:<version>)"
+}
+# Dependencies of Delta that Spark already ships in its jars/ folder: resolving them again
+# would put a second, older Hadoop / Jackson / Parquet on the classpath.
+readonly SPARK_PROVIDED="org.apache.hadoop:hadoop-client-api,org.apache.hadoop:hadoop-client-runtime,\
+com.fasterxml.jackson.core:jackson-core,com.fasterxml.jackson.core:jackson-databind,\
+com.fasterxml.jackson.core:jackson-annotations,org.apache.parquet:parquet-hadoop,\
+org.apache.parquet:parquet-column,org.apache.parquet:parquet-common,org.apache.parquet:parquet-encoding,\
+org.apache.parquet:parquet-format-structures,org.apache.parquet:parquet-jackson,org.slf4j:slf4j-api,\
+org.apache.logging.log4j:log4j-api,org.apache.logging.log4j:log4j-core,\
+org.apache.logging.log4j:log4j-slf4j2-impl,org.xerial.snappy:snappy-java,com.github.luben:zstd-jni,\
+io.airlift:aircompressor"
+
 [[ $# -ge 1 ]] || { usage >&2; exit 2; }
 case "$1" in -h | --help | help) usage; exit 0 ;; esac
+
+# fetch-jars DIR: Delta's JARs (less what Spark ships) into DIR, for DEPLOY_JARS_DIR.
+if [[ $1 == fetch-jars ]]; then
+  [[ $# -eq 2 ]] || die "usage: deploy/spark-submit.sh fetch-jars DIR"
+  out=$2
+  ivy=$(mktemp -d)
+  trap 'rm -rf "$ivy"' EXIT
+  echo "pass" >"$ivy/resolve_only.py"
+  "$submit" --master "local[1]" --conf "spark.jars.ivy=$ivy" --conf spark.ui.enabled=false \
+    --packages "$(delta_package)" --exclude-packages "$SPARK_PROVIDED" "$ivy/resolve_only.py" >&2
+  mkdir -p "$out"
+  cp "$ivy"/jars/*.jar "$out"/
+  note "$(ls "$ivy"/jars/*.jar | wc -l | tr -d ' ') JARs in $out; ship them with DEPLOY_JARS_DIR=$out"
+  exit 0
+fi
 
 step=$1
 shift
@@ -70,24 +132,20 @@ job="$ROOT/jobs/$step.py"
 master=${SPARK_MASTER:-yarn}
 mode=${DEPLOY_MODE:-client}
 [[ $mode == client || $mode == cluster ]] || die "DEPLOY_MODE must be client or cluster, not '$mode'"
+if [[ $mode == cluster && $master == spark://* ]]; then
+  die "a standalone master ($master) cannot run Python applications in cluster deploy mode; use DEPLOY_MODE=client (the driver runs here) or YARN / Kubernetes"
+fi
+if [[ $mode == cluster && $master == local* ]]; then
+  die "cluster deploy mode needs a cluster master, not $master; use DEPLOY_MODE=client"
+fi
 dry_run=${DRY_RUN:-0}
 props=${DEPLOY_PROPERTIES_FILE:-$HERE/spark-defaults.conf}
 [[ -f $props ]] || die "properties file $props not found"
-
-if [[ -n ${SPARK_SUBMIT:-} ]]; then
-  submit=$SPARK_SUBMIT
-elif [[ -n ${SPARK_HOME:-} ]]; then
-  submit=$SPARK_HOME/bin/spark-submit
-else
-  submit=spark-submit
-fi
 
 case "$master" in
   k8s://* | local*) ship=${DEPLOY_SHIP_ENV:-0} ;;
   *) ship=${DEPLOY_SHIP_ENV:-1} ;;
 esac
-venv=${DEPLOY_VENV:-${VIRTUAL_ENV:-${CONDA_PREFIX:-$ROOT/.venv}}}
-venv_python=$venv/bin/python
 
 # --- the job's own arguments: find the date (for the app name) and ship --config in cluster mode
 job_args=()
@@ -236,7 +294,19 @@ if [[ $mode == cluster ]]; then
   done < <(env | grep -E '^RECS_[A-Z0-9_]+=' || true)
 fi
 
-packages=$DELTA_PACKAGE${DEPLOY_EXTRA_PACKAGES:+,$DEPLOY_EXTRA_PACKAGES}
+jars=()
+if [[ -n ${DEPLOY_JARS_DIR:-} ]]; then
+  [[ -d $DEPLOY_JARS_DIR ]] || die "DEPLOY_JARS_DIR=$DEPLOY_JARS_DIR is not a folder"
+  shopt -s nullglob
+  found=("$DEPLOY_JARS_DIR"/*.jar)
+  shopt -u nullglob
+  [[ ${#found[@]} -gt 0 ]] || die "DEPLOY_JARS_DIR=$DEPLOY_JARS_DIR holds no .jar files (fill it with deploy/fetch-jars.sh)"
+  jars+=(--jars "$(IFS=,; echo "${found[*]}")")
+  [[ -z ${DEPLOY_EXTRA_PACKAGES:-} ]] || jars+=(--packages "$DEPLOY_EXTRA_PACKAGES")
+else
+  packages=$(delta_package)${DEPLOY_EXTRA_PACKAGES:+,$DEPLOY_EXTRA_PACKAGES}
+  jars+=(--packages "$packages" --exclude-packages "$SPARK_PROVIDED")
+fi
 extra=()
 if [[ -n ${DEPLOY_SUBMIT_ARGS:-} ]]; then
   # -d '': read the whole value, so options may span several lines.
@@ -247,20 +317,20 @@ if [[ ${#files[@]} -gt 0 ]]; then
 fi
 
 cmd=(
-  env "${submit_env[@]}" "$submit"
+  env ${submit_env[@]+"${submit_env[@]}"} "$submit"
   --master "$master"
   --deploy-mode "$mode"
   --name "recs-$step-$run_date"
   --properties-file "$props"
   --load-spark-defaults
-  --packages "$packages"
+  ${jars[@]+"${jars[@]}"}
   --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog
-  "${conf[@]}"
+  ${conf[@]+"${conf[@]}"}
   --py-files "$ROOT/jobs/_entry.py"
-  "${extra[@]}"
+  ${extra[@]+"${extra[@]}"}
   "$job"
-  "${job_args[@]}"
+  ${job_args[@]+"${job_args[@]}"}
 )
 
 if [[ $dry_run == 1 ]]; then

@@ -31,16 +31,27 @@ def parse(description: str) -> tuple[Config, dt.date, argparse.Namespace]:
     return load_config(args.config, lakehouse=args.lakehouse, raw=args.raw), args.date, args
 
 
+def session(cfg: Config):
+    """The SparkSession; a cluster that cannot place an executor ends the job with one line."""
+    from recs.errors import ClusterResourcesError
+    from recs.session import get_spark
+
+    try:
+        return get_spark(cfg)
+    except ClusterResourcesError as exc:
+        logging.getLogger("recs").error("%s", exc)
+        raise SystemExit(EXIT_FAILED) from None
+
+
 def run_step(step: str, description: str) -> int:
     """Run one step for ``--date`` and return its exit code."""
     from recs.errors import StepSkipped
     from recs.model.registry import promoted_model
     from recs.pipeline import step_function, train_due
-    from recs.session import get_spark
 
     cfg, date, args = parse(description)
     log = logging.getLogger("recs")
-    spark = get_spark(cfg)
+    spark = session(cfg)
     if (
         step == "train"
         and not args.force

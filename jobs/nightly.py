@@ -7,16 +7,14 @@ recorded as succeeded for the date (unless --force). Exit codes: 0 done, 1 a ste
 
 import sys
 
-from _entry import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, parse
-
-from recs.session import get_spark
+from _entry import EXIT_DEGRADED, EXIT_FAILED, EXIT_OK, EXIT_UNHEALTHY, parse, session
 
 
 def main() -> int:
     from recs.pipeline import nightly
 
     cfg, date, args = parse(__doc__)
-    report = nightly(get_spark(cfg), cfg, date, force=args.force)
+    report = nightly(session(cfg), cfg, date, force=args.force)
     if not report.ok:
         return EXIT_FAILED
     if report.unhealthy:

@@ -357,14 +357,26 @@ OUTPUTS = (
 @click.pass_obj
 @friendly_errors
 def restore_cmd(cfg: Config, date: dt.date, tables: tuple[str, ...]) -> None:
-    """Put back the previous version of DATE's output partitions (one Delta commit per table)."""
+    """Put back the previous version of DATE's output partitions (one Delta commit per table).
+
+    Without --tables, a table with no earlier version of DATE (one that a newer release
+    added) is left as it is and said so; a table named with --tables must have one.
+    """
+    from recs.errors import MissingTableError, NothingToRestoreError
     from recs.ledger import record_step
     from recs.tables import restore_partition
 
     spark = spark_for(cfg)
     with record_step(spark, cfg, "restore", date) as step:
         for name in tables or OUTPUTS:
-            version = restore_partition(spark, cfg, name, date)
+            try:
+                version = restore_partition(spark, cfg, name, date)
+            except (NothingToRestoreError, MissingTableError) as exc:
+                if tables:
+                    raise
+                step.details[name] = "nothing earlier to restore"
+                click.echo(f"{name} {date}: left as is ({exc})")
+                continue
             step.details[name] = f"restored from version {version}"
             click.echo(f"{name} {date}: restored the rows of version {version}")
 

@@ -57,6 +57,10 @@ class ReplicaMismatchError(RuntimeError):
     """The ranks finished training with different weights: gradient averaging is broken."""
 
 
+class ClusterResourcesError(RuntimeError):
+    """No executor registered in time: the cluster cannot place one of the requested size."""
+
+
 KNOWN_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
     MissingInputError,
@@ -69,4 +73,5 @@ KNOWN_ERRORS: tuple[type[Exception], ...] = (
     DataError,
     ArtifactError,
     ReplicaMismatchError,
+    ClusterResourcesError,
 )

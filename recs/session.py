@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from recs.config import Config
@@ -27,6 +28,10 @@ COMMON_CONF = {
     "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
 }
+
+
+# How long a cluster application waits for its first executor (spark.recs.executorWaitTimeout).
+EXECUTOR_WAIT_S = 300
 
 
 def delta_package() -> str:
@@ -71,24 +76,75 @@ def local_conf(cfg: Config) -> dict[str, str]:
     }
 
 
+def executors_expected(conf: SparkConf) -> bool:
+    """Whether the application should hold an executor as soon as it starts: any cluster
+    master, unless dynamic allocation may scale it to none while idle."""
+    master = conf.get("spark.master", "local")
+    if master.startswith("local"):
+        return False
+    if conf.get("spark.dynamicAllocation.enabled", "false").lower() != "true":
+        return True
+    floor = ("spark.dynamicAllocation.minExecutors", "spark.dynamicAllocation.initialExecutors")
+    return max(int(conf.get(key, "0")) for key in floor) > 0
+
+
+def wait_for_executors(spark: SparkSession, timeout_s: float, poll_s: float = 2.0) -> None:
+    """Fail with the requested sizes when no executor registers within ``timeout_s``.
+
+    A cluster with no node big enough for one executor never places it, and Spark waits
+    forever for resources; a scheduler then sees a hung night instead of a failure.
+    """
+    import time
+
+    from recs.errors import ClusterResourcesError
+
+    sc = spark.sparkContext
+    deadline = time.monotonic() + timeout_s
+    while sc._jsc.sc().getExecutorMemoryStatus().size() <= 1:  # the driver counts as one
+        if time.monotonic() >= deadline:
+            conf = sc.getConf()
+            asked = ", ".join(
+                f"{key}={conf.get(key, '(default)')}"
+                for key in ("spark.executor.cores", "spark.executor.memory", "spark.executor.memoryOverhead")
+            )
+            raise ClusterResourcesError(
+                f"no executor registered with {conf.get('spark.master')} within {timeout_s:g} s; "
+                f"no node can fit one executor of {asked}: lower them or add capacity "
+                f"(spark.recs.executorWaitTimeout={timeout_s:g}s; 0 waits forever)"
+            )
+        time.sleep(poll_s)
+
+
 def get_spark(cfg: Config) -> SparkSession:
     """Return the active session, or build one suited to where we are running."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    builder = SparkSession.builder
     if launched_by_spark_submit():
-        from pyspark import SparkConf
+        from pyspark import SparkContext
 
-        launcher = SparkConf()  # holds what spark-submit / spark-defaults already set
+        # Attach to spark-submit's JVM first: only a JVM-backed SparkConf holds what
+        # spark-submit and spark-defaults set (a bare one is empty, and --name would be lost).
+        SparkContext._ensure_initialized()
+        launcher = SparkConf()
+        if not launcher.contains("spark.app.name"):  # keep the submitter's --name
+            builder = builder.appName(cfg.spark.app_name)
         for key, value in {**DELTA_CONF, **COMMON_CONF}.items():
             if not launcher.contains(key):
                 builder = builder.config(key, value)
-        return builder.getOrCreate()
+        spark = builder.getOrCreate()
+        conf = spark.sparkContext.getConf()
+        setting = conf.get("spark.recs.executorWaitTimeout", f"{EXECUTOR_WAIT_S}s")
+        # Spark's own parser reads "300s", "5min" or "300" (seconds) as it would its settings.
+        timeout = spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.timeStringAsSec(setting)
+        if executors_expected(conf) and timeout > 0:
+            wait_for_executors(spark, float(timeout))
+        return spark
 
     from delta import configure_spark_with_delta_pip
 
-    builder = builder.master(cfg.spark.master)
+    builder = builder.appName(cfg.spark.app_name).master(cfg.spark.master)
     use_this_interpreter_for_workers()
     for key, value in {**DELTA_CONF, **COMMON_CONF, **local_conf(cfg)}.items():
         builder = builder.config(key, value)

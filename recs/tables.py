@@ -118,6 +118,8 @@ def restore_partition(spark: SparkSession, cfg: Config, name: str, date: dt.date
 
     part = partition_column(name)
     path = table_path(cfg, name)
+    if not table_exists(spark, path):
+        raise MissingTableError(f"Delta table {name!r} does not exist at {path}; nothing to restore")
     history = DeltaTable.forPath(spark, path).history()
     predicate = F.coalesce(F.col("operationParameters")["predicate"], F.lit(""))
     latest = history.where(predicate.contains(f"'{date.isoformat()}'")).agg(F.max("version")).first()[0]
