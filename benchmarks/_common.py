@@ -44,3 +44,15 @@ def machine() -> str:
     import platform
 
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+
+
+def night_steps(spark, cfg, date) -> dict[str, float]:
+    """Seconds each step of ``date``'s night took, as the ledger recorded them."""
+    from pyspark.sql import functions as F
+
+    from recs.tables import read_table
+
+    runs = read_table(spark, cfg, "pipeline_runs").where(
+        (F.col("run_date") == F.lit(date)) & F.col("status").isin("succeeded", "unhealthy")
+    )
+    return {r.step: r.duration_s for r in runs.orderBy("started_at").collect()}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, median_time, quiet_logs  # noqa: E402
+from _common import machine, median_time, night_steps, quiet_logs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     from recs.score.health import pacing_figures
     from recs.score.pacing import planned_spend
     from recs.session import get_spark
-    from recs.tables import read_date, read_table
+    from recs.tables import read_date
 
     cfg = load_config(lakehouse=str(args.lakehouse.resolve()), environ={})
     cfg = replace_section(cfg, "spark", shuffle_partitions=args.shuffle_partitions)
@@ -123,13 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda: ads_with(dataclasses.replace(cfg.pacing, enabled=False)), args.repeats
     )
     audience_s, audience_runs = median_time(audience_rows, args.repeats)
-    steps = {
-        r.step: r.duration_s
-        for r in read_table(spark, cfg, "pipeline_runs")
-        .where((F.col("run_date") == F.lit(d)) & F.col("status").isin("succeeded", "unhealthy"))
-        .orderBy("started_at")
-        .collect()
-    }
+    steps = night_steps(spark, cfg, d)
     night = sum(steps.values())
 
     def runs(ts):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, median_time, quiet_logs  # noqa: E402
+from _common import machine, median_time, night_steps, quiet_logs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     from recs.schemas import interaction_events
     from recs.score.candidates import popularity, with_sessions
     from recs.session import get_spark
-    from recs.tables import read_date, read_table
+    from recs.tables import read_date
 
     cfg = load_config(lakehouse=str(args.lakehouse.resolve()), environ={})
     cfg = replace_section(cfg, "spark", shuffle_partitions=args.shuffle_partitions)
@@ -114,13 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             df.write.format("noop").mode("overwrite").save()
 
     related_s, runs = median_time(related, args.repeats)
-    steps = {
-        r.step: r.duration_s
-        for r in read_table(spark, cfg, "pipeline_runs")
-        .where((F.col("run_date") == F.lit(d)) & F.col("status").isin("succeeded", "unhealthy"))
-        .orderBy("started_at")
-        .collect()
-    }
+    steps = night_steps(spark, cfg, d)
     night = sum(steps.values())
 
     print(f"machine: {machine()}")

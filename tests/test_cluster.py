@@ -116,6 +116,16 @@ def submit_env(url: str, **extra: str) -> dict[str, str]:
     }
 
 
+def submit(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(ROOT / "deploy" / "spark-submit.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
 def canonical(df) -> list[tuple]:
     """Rows in a fixed order, floats to 9 significant digits (sums may add up in another order)."""
 
@@ -148,13 +158,7 @@ def test_a_night_on_a_standalone_cluster_with_the_default_settings_equals_local_
     args = ["nightly", "--date", str(DAY), "--lakehouse", str(cluster_lh), "--raw", str(tmp_path / "raw")]
 
     started = time.monotonic()
-    done = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "spark-submit.sh"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = submit(args, env)
     cluster_s = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-4000:]
 
@@ -193,13 +197,7 @@ def test_executors_too_big_for_every_node_fail_the_step_with_the_sizes_instead_o
     args = ["ingest", "--date", str(DAY), "--lakehouse", str(tmp_path / "lh"), "--raw", str(tmp_path / "raw")]
 
     started = time.monotonic()
-    done = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "spark-submit.sh"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = submit(args, env)
 
     assert done.returncode == 1, done.stderr[-3000:]
     assert time.monotonic() - started < 240

@@ -81,18 +81,24 @@ def test_scores_do_not_increase_with_rank(recs_last):
     assert rows["score"].between(0.0, 1.0).all()
 
 
-def test_ad_candidates_are_capped_ranked_by_ecpm_and_respect_the_frequency_cap(spark, pipeline):
-    """Structure of the written table; the eligibility rules have their own hand-made test below."""
-    cfg, _ = pipeline
-    out = read_date(spark, cfg, "ad_candidates", LAST)
-    assert out.count() > 0
-    shown = (
+def capped_pairs(spark, cfg):
+    """(user_id, ad_id) shown frequency_cap times or more in the 7 days ending on LAST, counted
+    here from the events."""
+    return (
         read_range(spark, cfg, "events", LAST - dt.timedelta(days=FREQUENCY_DAYS - 1), LAST)
         .where("event_type = 'ad_impression'")
         .groupBy("user_id", "ad_id")
         .count()
         .where(F.col("count") >= cfg.score.frequency_cap)
     )
+
+
+def test_ad_candidates_are_capped_ranked_by_ecpm_and_respect_the_frequency_cap(spark, pipeline):
+    """Structure of the written table; the eligibility rules have their own hand-made test below."""
+    cfg, _ = pipeline
+    out = read_date(spark, cfg, "ad_candidates", LAST)
+    assert out.count() > 0
+    shown = capped_pairs(spark, cfg)
     assert shown.count() > 0
     assert out.join(shown, ["user_id", "ad_id"]).count() == 0
     assert out.where(F.abs(F.col("ecpm") - F.col("pctr") * F.col("bid")) > 1e-12).count() == 0
@@ -158,7 +164,7 @@ def test_recommendations_read_back_without_spark(spark, pipeline, recs_last):
     n = con.execute(f"SELECT count(*) FROM recs WHERE rec_date = DATE '{LAST}' AND rank = 1").fetchone()[0]
     assert n == recs.where("rank = 1").count()
     assert read_table(spark, cfg, "recommendations").select("rec_date").distinct().count() == NIGHTS
-    for name in ("similar_items", "bought_together"):  # the item-to-item tables too
+    for name in ("similar_items", "bought_together", "audiences"):  # the newer outputs too
         rows = DeltaTable(table_path(cfg, name)).to_pyarrow_table(filters=[("rec_date", "=", LAST)])
         assert rows.num_rows == read_date(spark, cfg, name, LAST).count() > 0, name
         con = duckdb.connect()
@@ -485,14 +491,7 @@ def test_audiences_hold_eligible_users_of_live_campaigns_ranked_by_the_models_sc
     aud = read_date(spark, cfg, "audiences", LAST).toPandas()
     live, _ = live_campaign_budgets(spark, cfg, LAST)
     users = read_date(spark, cfg, "user_features", LAST).toPandas().set_index("user_id")
-    shown = (
-        read_range(spark, cfg, "events", LAST - dt.timedelta(days=FREQUENCY_DAYS - 1), LAST)
-        .where("event_type = 'ad_impression'")
-        .groupBy("user_id", "ad_id")
-        .count()
-        .where(F.col("count") >= cfg.score.frequency_cap)
-        .toPandas()
-    )
+    shown = capped_pairs(spark, cfg).toPandas()
     capped = set(zip(shown.user_id, shown.ad_id, strict=True))
 
     campaigns = aud[aud.audience_type == "campaign"]
