@@ -150,4 +150,10 @@ def get_spark(cfg: Config) -> SparkSession:
         builder = builder.config(key, value)
     spark = configure_spark_with_delta_pip(builder).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    # Top-n over a whole small frame (the top 1% of items, globally popular items) is a window
+    # without a partition, which Spark warns about on every run; locally that drowns the output.
+    jvm = spark.sparkContext._jvm
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+        "org.apache.spark.sql.execution.window.WindowExec", jvm.org.apache.logging.log4j.Level.ERROR
+    )
     return spark

@@ -116,10 +116,11 @@ def submit_env(url: str, **extra: str) -> dict[str, str]:
     }
 
 
-def submit(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+def submit(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(ROOT / "deploy" / "spark-submit.sh"), *args],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=900,
@@ -155,10 +156,12 @@ def test_a_night_on_a_standalone_cluster_with_the_default_settings_equals_local_
     cluster_lh, local_lh = tmp_path / "cluster-lakehouse", tmp_path / "local-lakehouse"
     # The suite's small-data settings, as the local run below uses them.
     env = submit_env(url, RECS_TRAIN__WINDOW_DAYS="3", RECS_SCORE__K="20", RECS_SCORE__ADS_PER_USER="5")
-    args = ["nightly", "--date", str(DAY), "--lakehouse", str(cluster_lh), "--raw", str(tmp_path / "raw")]
+    # Relative paths, as a platform engineer types them: the driver resolves them once, the
+    # executors (in their own work dirs) get absolute ones.
+    args = ["nightly", "--date", str(DAY), "--lakehouse", cluster_lh.name, "--raw", "raw"]
 
     started = time.monotonic()
-    done = submit(args, env)
+    done = submit(args, env, cwd=tmp_path)
     cluster_s = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-4000:]
 
