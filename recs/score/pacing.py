@@ -4,10 +4,10 @@ Ranking every user's ads by eCPM alone lets a popular campaign win far more slot
 daily budget pays for. A placement (one user's slot for one ad) is expected to spend
 ``pctr x bid x impressions_per_slot`` (bids are per click). Pacing keeps, for each campaign,
 its placements in descending eCPM order while their running spend fits the budget; the
-others are dropped, and the users' lists are re-ranked so the freed slots go to the next
-ads. A re-rank can push another campaign over, so this repeats up to ``rounds`` times; what
-is still over after the last round is dropped without refilling, so no campaign ends over
-its budget.
+others are dropped, with every placement of the campaign below that cut, and the users'
+lists are re-ranked so the freed slots go to their next ads. A re-rank can push another
+campaign over, so this repeats up to ``pacing.rounds`` times; what is still over after the
+last round is dropped without refilling, so no campaign ends over its budget.
 
 Each round is a top-k per user and one running sum per campaign (a window partitioned by
 campaign): it scales with the number of placements, and a campaign's placements share one
@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recs.config import PacingConfig
-from recs.frames import top_n
+from recs.frames import first_rows, top_n
 
 PLACEMENT = ["user_id", "ad_id"]
 
@@ -71,6 +71,30 @@ def over_budget(ranked: DataFrame, budgets: DataFrame) -> DataFrame:
         .join(F.broadcast(budgets), "campaign")
         .withColumn("_spent", F.sum("expected_spend").over(w))
         .where(F.col("_spent") > F.col("budget"))
+        .select(*PLACEMENT, "campaign", "ecpm")
+    )
+
+
+def past_the_cut(scored: DataFrame, over: DataFrame) -> DataFrame:
+    """Every placement of ``scored`` that sorts at or after its campaign's first over-budget one.
+
+    Dropping only the over placements lets the campaign's next ads take the freed slots, and
+    its budget is passed again in the next round; a full campaign takes no more below its cut.
+    """
+    cut = first_rows(over, ["campaign"], [F.col("ecpm").desc(), *PLACEMENT]).select(
+        "campaign", F.col("ecpm").alias("_ecpm"), F.col("user_id").alias("_user"), F.col("ad_id").alias("_ad")
+    )
+    after = (F.col("ecpm") < F.col("_ecpm")) | (
+        (F.col("ecpm") == F.col("_ecpm"))
+        & (
+            (F.col("user_id") > F.col("_user"))
+            | ((F.col("user_id") == F.col("_user")) & (F.col("ad_id") >= F.col("_ad")))
+        )
+    )
+    return (
+        scored.withColumn("campaign", campaign_key())
+        .join(F.broadcast(cut), "campaign")
+        .where(after)
         .select(*PLACEMENT)
     )
 
@@ -105,10 +129,11 @@ def pace(scored: DataFrame, budgets: DataFrame, k: int, p: PacingConfig) -> Pace
         over = over_budget(ranked, budgets).localCheckpoint()
         if over.isEmpty():
             return Paced(ranked, unpaced, budgets, done)
-        dropped = over if dropped is None else dropped.unionByName(over).localCheckpoint()
         if done == p.rounds:
             break
+        beyond = past_the_cut(scored, over)
+        dropped = (beyond if dropped is None else dropped.unionByName(beyond)).localCheckpoint()
         ranked = top_k(scored.join(dropped, PLACEMENT, "left_anti")).localCheckpoint()
     # Still over after the last re-rank: drop without refilling, then number the ranks again.
-    rest = ranked.join(over, PLACEMENT, "left_anti").drop("rank")
+    rest = ranked.join(over.select(*PLACEMENT), PLACEMENT, "left_anti").drop("rank")
     return Paced(top_k(rest), unpaced, budgets, p.rounds)

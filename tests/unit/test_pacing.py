@@ -143,3 +143,22 @@ def test_audiences_take_candidates_by_affinity_honour_targeting_and_caps_and_kee
         ("hat1", 1): ("u2", None, 0.2),
         ("hat1", 2): ("u1", None, 0.1),  # hats are u1's second category: affinity 1/2
     }
+
+
+def test_a_full_campaign_takes_no_more_slots_below_its_cut(spark):
+    """A (budget 0.5) has two ads. Unpaced: u1 a1 0.4, u2 a1 0.3, u3 a2 0.25; A passes its
+    budget at u2's 0.3, so every A placement from there down (a2 at 0.25 for u1..u3, a1 at
+    0.2 for u3) is out at once, and one re-rank gives u2 and u3 the unbudgeted c1."""
+    from recs.score.pacing import pace
+
+    rows = [("u1", "a1", "A", 0.4, 1.0), ("u2", "a1", "A", 0.3, 1.0), ("u3", "a1", "A", 0.2, 1.0)]
+    rows += [(u, "a2", "A", 0.25, 1.0) for u in ("u1", "u2", "u3")]
+    rows += [(u, "c1", "C", 0.01, 1.0) for u in ("u1", "u2", "u3")]
+    budgets = budgets_of(spark, [("a1", "A", 0.5), ("a2", "A", 0.5), ("c1", "C", None)])
+
+    paced = pace(
+        placements(spark, rows), budgets, 1, PacingConfig(enabled=True, impressions_per_slot=1.0, rounds=3)
+    )
+
+    assert lists(paced.ranked) == {("u1", 1): "a1", ("u2", 1): "c1", ("u3", 1): "c1"}
+    assert paced.rounds == 1
