@@ -207,3 +207,51 @@ def test_executors_too_big_for_every_node_fail_the_step_with_the_sizes_instead_o
     said = done.stdout + done.stderr  # spark-submit passes the driver's stderr on as its stdout
     assert "no executor registered" in said and "spark.executor.memory=7g" in said
     assert not (tmp_path / "lh" / "events").exists()
+
+
+def test_executors_load_the_promoted_model_through_a_relative_lakehouse(spark, standalone, tmp_path):
+    """The lakehouse is given relative to the submitting directory, and registry paths are
+    relative to the lakehouse: executors, in their own work dirs, must still find the model.
+    A freshly initialised model is registered by hand (training is not what this checks)."""
+    from deltalake import DeltaTable
+
+    from recs.config import load_config
+    from recs.features.spec import load_spec
+    from recs.model.artifacts import save_model
+    from recs.model.dlrm import build_model
+    from recs.model.registry import GateDecision, record_model
+    from recs.sample_data import generate
+
+    url, _, _ = standalone
+    generate(tmp_path, users=60, items=30, days=1, start=DAY, seed=17)
+    env = submit_env(url, RECS_SCORE__K="10", RECS_SCORE__ADS_PER_USER="3")
+    args = ["--date", str(DAY), "--lakehouse", "lh", "--raw", "raw"]
+    for step in ("ingest", "features"):
+        done = submit([step, *args], env, cwd=tmp_path)
+        assert done.returncode == 0, (step, done.stdout[-3000:])
+    cfg = load_config(lakehouse=str(tmp_path / "lh"), environ={})
+    spec = load_spec()
+    save_model(
+        build_model(spec, cfg.train.bottom_mlp, cfg.train.top_mlp), tmp_path / "lh" / "models" / "by-hand"
+    )
+    record_model(
+        spark,
+        cfg,
+        model_version="by-hand",
+        train_start=DAY,
+        train_end=DAY,
+        validation_date=DAY,
+        metrics={"auc": 0.5},
+        baseline_auc=None,
+        spec_hash=spec.spec_hash,
+        artifact_path="models/by-hand",
+        decision=GateDecision("promoted", "registered by the test"),
+        run_date=DAY,
+    )
+
+    done = submit(["score", *args], env, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stdout[-3000:]
+    recs = DeltaTable(str(tmp_path / "lh" / "recommendations")).to_pandas()
+    assert len(recs) > 0 and set(recs.model_version) == {"by-hand"}
+    assert recs.score.between(0, 1).all() and recs.score.nunique() > 1
