@@ -56,3 +56,16 @@ def night_steps(spark, cfg, date) -> dict[str, float]:
         (F.col("run_date") == F.lit(date)) & F.col("status").isin("succeeded", "unhealthy")
     )
     return {r.step: r.duration_s for r in runs.orderBy("started_at").collect()}
+
+
+def lakehouse_parser(doc: str):
+    """Arguments of the benchmarks that read a scored lakehouse (``recs demo`` leaves one)."""
+    import argparse
+    import datetime as dt
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lakehouse", type=Path, default=Path("demo/lakehouse"))
+    p.add_argument("--date", type=dt.date.fromisoformat, required=True)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--shuffle-partitions", type=int, default=4)
+    return p

@@ -18,7 +18,6 @@ Usage: ``python benchmarks/bench_ads.py --lakehouse demo/lakehouse --date 2026-0
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import sys
@@ -26,16 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, median_time, night_steps, quiet_logs  # noqa: E402
+from _common import lakehouse_parser, machine, median_time, night_steps, quiet_logs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lakehouse", type=Path, default=Path("demo/lakehouse"))
-    p.add_argument("--date", type=dt.date.fromisoformat, required=True)
-    p.add_argument("--repeats", type=int, default=3)
+    p = lakehouse_parser(__doc__)
     p.add_argument("--impressions", type=float, nargs="+", default=[1.0, 20.0, 100.0, 500.0])
-    p.add_argument("--shuffle-partitions", type=int, default=4)
     args = p.parse_args(argv)
     quiet_logs()
 

@@ -17,22 +17,17 @@ Usage: ``python benchmarks/bench_related.py --lakehouse demo/lakehouse --date 20
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, median_time, night_steps, quiet_logs  # noqa: E402
+from _common import lakehouse_parser, machine, median_time, night_steps, quiet_logs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lakehouse", type=Path, default=Path("demo/lakehouse"))
-    p.add_argument("--date", type=dt.date.fromisoformat, required=True)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--shuffle-partitions", type=int, default=4)
+    p = lakehouse_parser(__doc__)
     args = p.parse_args(argv)
     quiet_logs()
 
