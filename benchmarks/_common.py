@@ -69,3 +69,13 @@ def lakehouse_parser(doc: str):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--shuffle-partitions", type=int, default=4)
     return p
+
+
+def open_lakehouse(args):
+    """(config, SparkSession) for the lakehouse and shuffle partitions of ``lakehouse_parser``'s args."""
+    from recs.config import load_config, replace_section
+    from recs.session import get_spark
+
+    cfg = load_config(lakehouse=str(args.lakehouse.resolve()), environ={})
+    cfg = replace_section(cfg, "spark", shuffle_partitions=args.shuffle_partitions)
+    return cfg, get_spark(cfg)

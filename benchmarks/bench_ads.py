@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import lakehouse_parser, machine, median_time, night_steps, quiet_logs  # noqa: E402
+from _common import lakehouse_parser, machine, median_time, night_steps, open_lakehouse, quiet_logs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,16 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     from pyspark.sql import functions as F
 
     from recs import score
-    from recs.config import load_config, replace_section
-    from recs.score.ads import eligible_pairs, frequency_capped, live_ads, serving_date
+    from recs.score.ads import eligible_pairs
     from recs.score.health import pacing_figures
     from recs.score.pacing import planned_spend
-    from recs.session import get_spark
     from recs.tables import read_date
 
-    cfg = load_config(lakehouse=str(args.lakehouse.resolve()), environ={})
-    cfg = replace_section(cfg, "spark", shuffle_partitions=args.shuffle_partitions)
-    spark = get_spark(cfg)
+    cfg, spark = open_lakehouse(args)
     d, nxt = args.date, args.date + dt.timedelta(days=1)
     inputs = score.read_inputs(spark, cfg, d)
     inputs.users.cache()
@@ -73,10 +69,10 @@ def main(argv: list[str] | None = None) -> None:
 
     # Audiences against everyone eligible, judged by what users did on D+1.
     audiences = read_date(spark, cfg, "audiences", d).where("audience_type = 'campaign'")
-    live = live_ads(inputs.ads, serving_date(d))
-    eligible = eligible_pairs(
-        inputs.users, live, frequency_capped(inputs.ad_events, d, s.frequency_cap)
-    ).select("user_id", F.col("campaign_id").alias("audience_id"))
+    live = inputs.live_ads
+    eligible = eligible_pairs(inputs.users, live, inputs.capped).select(
+        "user_id", F.col("campaign_id").alias("audience_id")
+    )
     ads = live.select("ad_id", F.col("campaign_id").alias("audience_id"), "item_id")
     nxt_events = read_date(spark, cfg, "events", nxt)
     clicked = nxt_events.where("event_type = 'ad_click'").join(ads.drop("item_id"), "ad_id")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import lakehouse_parser, machine, median_time, night_steps, quiet_logs  # noqa: E402
+from _common import lakehouse_parser, machine, median_time, night_steps, open_lakehouse, quiet_logs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,16 +34,12 @@ def main(argv: list[str] | None = None) -> None:
     from pyspark.sql import functions as F
 
     from recs import score
-    from recs.config import load_config, replace_section
     from recs.frames import top_n
     from recs.schemas import interaction_events
     from recs.score.candidates import popularity, with_sessions
-    from recs.session import get_spark
     from recs.tables import read_date
 
-    cfg = load_config(lakehouse=str(args.lakehouse.resolve()), environ={})
-    cfg = replace_section(cfg, "spark", shuffle_partitions=args.shuffle_partitions)
-    spark = get_spark(cfg)
+    cfg, spark = open_lakehouse(args)
     d, nxt = args.date, args.date + dt.timedelta(days=1)
 
     items = read_date(spark, cfg, "items", d)

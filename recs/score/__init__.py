@@ -9,6 +9,7 @@ fallback sources.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -72,7 +73,8 @@ class ScoreInputs:
     pool: DataFrame  # the candidate pool the features step stored for D
     sources: CandidateInputs  # for known users the stored pool lacks
     history: History  # user-item signals for the ranking
-    ad_events: DataFrame  # the frequency-cap window of events
+    live_ads: DataFrame  # ads that may serve on D+1 (recs.score.ads.live_ads)
+    capped: DataFrame  # (user_id, ad_id) pairs at the frequency cap in the 7 days ending on D
     baskets: DataFrame  # user_item_daily over related.bought_together_days
     model: ScoringModel | None  # promoted as of D; None ranks by the candidate sources
     item_vectors: DataFrame | None  # (bucket, vec) of the model's item embeddings
@@ -143,22 +145,25 @@ def read_pool(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame:
 
 def read_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> ScoreInputs:
     from recs.features import read_history
-    from recs.score.ads import FREQUENCY_DAYS
+    from recs.score.ads import FREQUENCY_DAYS, frequency_capped, live_ads, serving_date
     from recs.score.related import item_vectors
     from recs.tables import read_date, read_range
 
     model = load_promoted(spark, cfg, date)
     basket_days = dt.timedelta(days=cfg.related.bought_together_days - 1)
+    ads = read_range(spark, cfg, "ads", date, date)
+    ad_events = read_range(spark, cfg, "events", date - dt.timedelta(days=FREQUENCY_DAYS - 1), date)
     return ScoreInputs(
         date=date,
         users=read_scoring_users(spark, cfg, date),
         item_features=read_date(spark, cfg, "item_features", date),
         items=read_date(spark, cfg, "items", date),
-        ads=read_range(spark, cfg, "ads", date, date),
+        ads=ads,
         pool=read_pool(spark, cfg, date),
         sources=read_candidate_inputs(spark, cfg, date),
         history=read_history(spark, cfg, date),
-        ad_events=read_range(spark, cfg, "events", date - dt.timedelta(days=FREQUENCY_DAYS - 1), date),
+        live_ads=live_ads(ads, serving_date(date)),
+        capped=frequency_capped(ad_events, date, cfg.score.frequency_cap),
         baskets=read_range(spark, cfg, "user_item_daily", date - basket_days, date),
         model=model,
         item_vectors=item_vectors(spark, model.net, model.spec) if model else None,
@@ -333,13 +338,11 @@ def rank_ads(inputs: ScoreInputs, s: ScoreConfig, p: PacingConfig, e: Experiment
     pCTR from the model, or the item's smoothed CTR for the holdout and without a model; then
     paced so that no campaign is planned past its daily budget (``recs.score.pacing``).
     """
-    from recs.score.ads import eligible_pairs, frequency_capped, live_ads, serving_date
+    from recs.score.ads import eligible_pairs
     from recs.score.pacing import campaign_budgets, pace
 
     date, model = inputs.date, inputs.model
-    capped = frequency_capped(inputs.ad_events, date, s.frequency_cap)
-    live = live_ads(inputs.ads, serving_date(date))
-    pairs = eligible_pairs(inputs.users, live, capped)
+    pairs = eligible_pairs(inputs.users, inputs.live_ads, inputs.capped)
     keep = ["user_id", "ad_id", "campaign_id", "item_id", "bid", "is_ad", "bucket"]
 
     def with_model(rows: DataFrame) -> DataFrame:
@@ -354,8 +357,8 @@ def rank_ads(inputs: ScoreInputs, s: ScoreConfig, p: PacingConfig, e: Experiment
     scored = scored.withColumnRenamed("score", "pctr").withColumn("ecpm", F.col("pctr") * F.col("bid"))
     if p.enabled:  # every pacing round re-ranks it: score once, and cut the plan there
         scored = scored.localCheckpoint()
-    paced = pace(scored, campaign_budgets(live), s.ads_per_user, p)
-    paced.ranked = paced.ranked.select(
+    paced = pace(scored, campaign_budgets(inputs.live_ads), s.ads_per_user, p)
+    columns = (
         "user_id",
         "rank",
         "ad_id",
@@ -369,7 +372,7 @@ def rank_ads(inputs: ScoreInputs, s: ScoreConfig, p: PacingConfig, e: Experiment
         "bucket",
         F.lit(date).alias("rec_date"),
     )
-    return paced
+    return dataclasses.replace(paced, ranked=paced.ranked.select(*columns))
 
 
 def rank_audiences(
@@ -377,13 +380,11 @@ def rank_audiences(
 ) -> DataFrame:
     """The ``audiences`` rows of ``inputs.date``: each live campaign's and listed item's ``a.size``
     users by pCTR, among candidates chosen by category affinity (``recs.score.audiences``)."""
-    from recs.score.ads import frequency_capped, live_ads, serving_date
     from recs.score.audiences import affinity_scores, audience_candidates, audience_targets, top_users
 
     date, model = inputs.date, inputs.model
-    targets = audience_targets(live_ads(inputs.ads, serving_date(date)), inputs.items, a.items)
-    capped = frequency_capped(inputs.ad_events, date, s.frequency_cap)
-    candidates = audience_candidates(targets, inputs.users, capped, a.candidates_per_audience)
+    targets = audience_targets(inputs.live_ads, inputs.items, a.items)
+    candidates = audience_candidates(targets, inputs.users, inputs.capped, a.candidates_per_audience)
     keep = ["audience_type", "audience_id", "user_id", "ad_id", "item_id", "is_ad", "bucket"]
 
     def with_model(rows: DataFrame) -> DataFrame:
@@ -474,6 +475,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         inputs = read_inputs(spark, cfg, date)
         # Read by the candidate sources, the ranking context, ad targeting and the health checks.
         inputs.users.persist(StorageLevel.MEMORY_AND_DISK)
+        inputs.capped.persist(StorageLevel.MEMORY_AND_DISK)  # ad lists and audiences: one events scan
         step.details["model_version"] = inputs.model.version if inputs.model else NO_MODEL
         if inputs.model is None:
             log.warning("score %s: no promoted model; ranking by candidate sources", date)
@@ -520,6 +522,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
             step.details["pacing"] = pacing
         replace_partition(health, cfg, "output_health", date, tag=tag)
         inputs.users.unpersist()
+        inputs.capped.unpersist()
         step.counts.update(
             {
                 "users_scored": int(figures["users_with_rows"]),

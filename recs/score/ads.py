@@ -22,6 +22,11 @@ def serving_date(rec_date: dt.date) -> dt.date:
     return rec_date + dt.timedelta(days=1)
 
 
+def campaign_key() -> F.Column:
+    """An ad without a campaign counts as a campaign of its own (for budgets and audiences)."""
+    return F.coalesce("campaign_id", "ad_id")
+
+
 def live_ads(ads: DataFrame, serve_on: dt.date) -> DataFrame:
     """Ads that may serve on ``serve_on``: active status, inside their dates, a budget for the day.
 

@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recs.frames import first_rows
+from recs.score.ads import campaign_key
 
 AUDIENCE = ["audience_type", "audience_id"]
 
@@ -34,7 +35,7 @@ def audience_targets(live_ads: DataFrame, items: DataFrame, item_ids: list[str])
     category = items.select("item_id", "category_id")
     campaigns = live_ads.join(category, "item_id", "left").select(
         F.lit("campaign").alias("audience_type"),
-        F.coalesce("campaign_id", "ad_id").alias("audience_id"),
+        campaign_key().alias("audience_id"),
         "ad_id",
         "item_id",
         F.when(F.size("target_categories") > 0, F.col("target_categories"))

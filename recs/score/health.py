@@ -102,6 +102,10 @@ def checks(figures: dict[str, float | None], limits: HealthConfig) -> list[Check
 SPEND_TOLERANCE = 1e-9
 
 
+def within_budget() -> F.Column:
+    return F.col("spend") <= F.col("budget") * (1 + SPEND_TOLERANCE)
+
+
 def planned_spend_checks(ads: DataFrame, budgets: DataFrame) -> DataFrame:
     """One ``planned_spend`` check per budgeted campaign with slots: its planned spend for the
     serving day (``expected_spend`` summed) against its daily budget; ``subject`` names it."""
@@ -114,7 +118,7 @@ def planned_spend_checks(ads: DataFrame, budgets: DataFrame) -> DataFrame:
         F.col("spend").alias("value"),
         F.col("budget").alias("limit"),
         F.lit("max").alias("kind"),
-        (F.col("spend") <= F.col("budget") * (1 + SPEND_TOLERANCE)).alias("ok"),
+        within_budget().alias("ok"),
     )
 
 
@@ -124,7 +128,7 @@ def pacing_figures(paced: DataFrame, unpaced: DataFrame, budgets: DataFrame) -> 
 
     planned = paced.agg(F.sum("ecpm")).first()[0]
     free = unpaced.agg(F.sum("ecpm")).first()[0]
-    over = planned_spend(unpaced, budgets).where(F.col("spend") > F.col("budget") * (1 + SPEND_TOLERANCE))
+    over = planned_spend(unpaced, budgets).where(~within_budget())
     return {
         "planned_ecpm": float(planned or 0.0),
         "unpaced_ecpm": float(free or 0.0),

@@ -24,11 +24,12 @@ from pyspark.sql.window import Window
 
 from recs.config import PacingConfig
 from recs.frames import first_rows, top_n
+from recs.score.ads import campaign_key
 
 PLACEMENT = ["user_id", "ad_id"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Paced:
     """The paced top-k ads per user and what pacing did to them."""
 
@@ -36,11 +37,6 @@ class Paced:
     unpaced: DataFrame  # the same ranking without budgets, to report what pacing cost
     budgets: DataFrame  # (campaign, budget)
     rounds: int  # re-ranks it took (0: no campaign was over budget)
-
-
-def campaign_key() -> F.Column:
-    """Ads without a campaign pace alone, as a campaign of their own."""
-    return F.coalesce("campaign_id", "ad_id")
 
 
 def campaign_budgets(ads: DataFrame) -> DataFrame:
