@@ -199,8 +199,8 @@ class _PairwiseDots(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, t: Tensor, flat_pairs: Tensor, symmetric_map: Tensor) -> Tensor:
         ctx.save_for_backward(t, symmetric_map)
-        z = torch.bmm(t, t.transpose(1, 2))
-        return z.flatten(1).index_select(1, flat_pairs)
+        z = torch.bmm(t, t.transpose(1, 2)).flatten(1)
+        return torch.gather(z, 1, flat_pairs.expand(z.shape[0], -1))  # faster than index_select on dim 1
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
@@ -208,7 +208,7 @@ class _PairwiseDots(torch.autograd.Function):
         b, n, _ = t.shape
         # d<t_i,t_j>/dt_i = t_j: one bmm with the symmetric matrix of pair gradients (zero diagonal).
         padded = torch.cat([grad, grad.new_zeros(b, 1)], dim=1)
-        sym = padded.index_select(1, symmetric_map).view(b, n, n)
+        sym = torch.gather(padded, 1, symmetric_map.expand(b, -1)).view(b, n, n)
         return torch.bmm(sym.to(t.dtype), t), None, None
 
 

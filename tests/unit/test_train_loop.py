@@ -22,7 +22,7 @@ from recs.model.device import resolve_precision
 from recs.model.dlrm import build_model
 from recs.model.metrics import binary_metrics, evaluate, roc_auc
 from recs.train.loop import TrainSettings, train
-from recs.train.optim import RowWiseAdagrad
+from recs.train.optim import RowWiseAdagrad, sum_duplicate_rows
 
 USERS, ITEMS = 200, 200
 
@@ -236,6 +236,34 @@ def test_row_wise_adagrad_sparse_equals_dense() -> None:
     torch.testing.assert_close(sparse_p.data, dense_p.data)
     untouched = torch.tensor([0, 2, 3, 5, 6, 8, 9])
     assert torch.equal(sparse_p.data[untouched], w0[untouched])
+
+
+def test_duplicate_rows_carry_their_rows_sum_and_leave_the_scratch_map_clean() -> None:
+    rows = torch.tensor([3, 0, 3, 5, 3, 0])
+    values = torch.tensor([[1.0], [10.0], [100.0], [1000.0], [10000.0], [100000.0]])
+    slot = torch.full((7,), -1, dtype=torch.int64)
+    summed = sum_duplicate_rows(rows, values, slot)
+    expected = [[10101.0], [100010.0], [10101.0], [1000.0], [10101.0], [100010.0]]
+    assert summed.tolist() == expected
+    assert values[:, 0].tolist() == [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0]  # the gradient is untouched
+    assert torch.equal(slot, torch.full((7,), -1, dtype=torch.int64))
+    unique = torch.tensor([2, 4])
+    assert torch.equal(sum_duplicate_rows(unique, values[:2], slot), values[:2])
+
+
+def test_row_wise_adagrad_matches_the_textbook_update() -> None:
+    """One row hit twice in a batch: acc = mean(g^2) of the summed gradient, w -= lr g / sqrt(acc)."""
+    p = torch.nn.Parameter(torch.tensor([[0.0, 0.0], [1.0, 2.0], [5.0, 5.0]]))
+    opt = RowWiseAdagrad([p], lr=0.5, eps=0.0)
+    p.grad = torch.sparse_coo_tensor(
+        torch.tensor([[1, 1]]), torch.tensor([[1.0, 2.0], [2.0, 2.0]]), (3, 2), check_invariants=True
+    )
+    opt.step()
+    g = np.array([3.0, 4.0])  # the two rows' sum
+    acc = (g**2).mean()  # 12.5
+    np.testing.assert_allclose(p.data[1].numpy(), np.array([1.0, 2.0]) - 0.5 * g / np.sqrt(acc), rtol=1e-6)
+    assert p.data[0].tolist() == [0.0, 0.0] and p.data[2].tolist() == [5.0, 5.0]
+    assert opt.state[p]["sum"].tolist() == pytest.approx([0.0, acc, 0.0])
 
 
 # --------------------------------------------------------------------------- data path
