@@ -214,14 +214,22 @@ STEP_CHOICE = click.Choice(STEPS)
 @click.option("--force", is_flag=True, help="Redo steps already recorded as succeeded.")
 @click.option("--train", "force_train", is_flag=True, help="Train even if the schedule says not today.")
 @click.option("--steps", multiple=True, type=STEP_CHOICE, help="Run only these steps (repeatable).")
+@click.option("--profile", is_flag=True, help="Print each step's Spark jobs, queries, scans and commits.")
 @click.pass_obj
 @friendly_errors
-def nightly_cmd(cfg: Config, date: dt.date, force: bool, force_train: bool, steps: tuple[str, ...]) -> None:
+def nightly_cmd(
+    cfg: Config, date: dt.date, force: bool, force_train: bool, steps: tuple[str, ...], profile: bool
+) -> None:
     """ingest -> features -> train (when due) -> score -> evaluate for DATE, resuming after a failure."""
     from recs.pipeline import nightly
 
-    report = nightly(spark_for(cfg), cfg, date, steps=steps or STEPS, force=force, force_train=force_train)
+    spark = spark_for(cfg)
+    profiler = _profiler(spark, cfg, profile)
+    report = nightly(
+        spark, cfg, date, steps=steps or STEPS, force=force, force_train=force_train, profiler=profiler
+    )
     echo_report(report)
+    _print_profile(profiler, f"Spark cost of {date}'s steps")
     if not report.ok:
         raise click.ClickException(f"{report.failed} failed for {date}: {report.error}")
     if report.unhealthy:
@@ -230,6 +238,22 @@ def nightly_cmd(cfg: Config, date: dt.date, force: bool, force_train: bool, step
     if report.degraded:
         click.echo(f"degraded night {date}: {report.degraded}", err=True)
         sys.exit(EXIT_DEGRADED)
+
+
+def _profiler(spark, cfg: Config, wanted: bool):
+    from recs.profile import SparkProfiler
+
+    return SparkProfiler(spark, cfg) if wanted else None
+
+
+def _print_profile(profiler, title: str) -> None:
+    if profiler is None:
+        return
+    from rich.console import Console
+
+    from recs.profile import cost_table
+
+    Console().print(cost_table(profiler.steps, title))
 
 
 def echo_report(report) -> None:
@@ -248,10 +272,17 @@ def echo_report(report) -> None:
 @click.option("--steps", multiple=True, type=STEP_CHOICE, help="Run only these steps (repeatable).")
 @click.option("--force", is_flag=True, help="Redo steps already recorded as succeeded.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and exit.")
+@click.option("--profile", is_flag=True, help="Print each step's Spark jobs, queries, scans and commits.")
 @click.pass_obj
 @friendly_errors
 def backfill_cmd(
-    cfg: Config, start: dt.date, end: dt.date, steps: tuple[str, ...], force: bool, dry_run: bool
+    cfg: Config,
+    start: dt.date,
+    end: dt.date,
+    steps: tuple[str, ...],
+    force: bool,
+    dry_run: bool,
+    profile: bool,
 ) -> None:
     """Run nights START..END in order with the nightly skip/resume rules."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -285,7 +316,15 @@ def backfill_cmd(
                 + (f"; FAILED at {report.failed}: {report.error}" if report.failed else "")
             )
 
-        reports = backfill(spark, cfg, start, end, steps=wanted, force=force, on_day=on_day)
+        profiler = _profiler(spark, cfg, profile)
+        reports = backfill(
+            spark, cfg, start, end, steps=wanted, force=force, on_day=on_day, profiler=profiler
+        )
+    if profiler is not None:
+        from recs.profile import by_step
+
+        profiler.steps = by_step(profiler.steps)
+    _print_profile(profiler, f"Spark cost of {start}..{end}, summed per step")
     failed = [r for r in reports if not r.ok]
     if failed:
         raise click.ClickException(

@@ -15,6 +15,7 @@ import importlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from recs.config import Config
+    from recs.profile import SparkProfiler
 
 log = logging.getLogger("recs")
 
@@ -104,8 +106,12 @@ def nightly(
     steps: Iterable[str] = STEPS,
     force: bool = False,
     force_train: bool = False,
+    profiler: SparkProfiler | None = None,
 ) -> NightReport:
-    """Run the night's steps in order; stop at the first failure (the report says which)."""
+    """Run the night's steps in order; stop at the first failure (the report says which).
+
+    With a ``profiler``, each step that runs is measured by it (jobs, queries, scans, commits).
+    """
     from recs.model.registry import promoted_model
 
     wanted = list(steps)
@@ -128,7 +134,8 @@ def nightly(
             continue
         started = time.perf_counter()
         try:
-            result = step_function(step)(spark, cfg, date)
+            with profiler.measure(step) if profiler else nullcontext():
+                result = step_function(step)(spark, cfg, date)
         except StepSkipped as exc:
             report.skipped[step] = str(exc)
             log.warning("nightly %s: %s skipped: %s", date, step, exc)
@@ -165,11 +172,12 @@ def backfill(
     steps: Iterable[str] = STEPS,
     force: bool = False,
     on_day: Callable[[NightReport], None] | None = None,
+    profiler: SparkProfiler | None = None,
 ) -> list[NightReport]:
     """Nights ``start..end`` in date order (later days build on earlier rollups); stops at a failure."""
     reports = []
     for day in date_range(start, end):
-        report = nightly(spark, cfg, day, steps=steps, force=force)
+        report = nightly(spark, cfg, day, steps=steps, force=force, profiler=profiler)
         reports.append(report)
         if on_day:
             on_day(report)

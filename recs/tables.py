@@ -8,6 +8,8 @@ rows, other dates are untouched, and a crash mid-write leaves the previous versi
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -82,7 +84,8 @@ def replace_partition(
     )
     if tag is not None:
         writer = writer.option("userMetadata", tag)
-    writer.save(table_path(cfg, name))
+    with described(out, f"write {name} {date}"):
+        writer.save(table_path(cfg, name))
 
 
 def committed_rows(spark: SparkSession, cfg: Config, name: str, tag: str, *, search: int = 100) -> int:
@@ -102,9 +105,22 @@ def committed_rows(spark: SparkSession, cfg: Config, name: str, tag: str, *, sea
 
 def append_rows(df: DataFrame, cfg: Config, name: str) -> None:
     """Append to an unpartitioned ledger-style table (pipeline_runs, model_registry)."""
-    conform(df, name).write.format("delta").mode("append").option("mergeSchema", "true").save(
-        table_path(cfg, name)
-    )
+    out = conform(df, name)
+    with described(out, f"append {name}"):
+        out.write.format("delta").mode("append").option("mergeSchema", "true").save(table_path(cfg, name))
+
+
+@contextmanager
+def described(df: DataFrame, text: str) -> Iterator[None]:
+    """Name the Spark jobs and query of a write after its table: the Spark UI, the history
+    server and ``--profile`` then show "write user_features 2026-01-04", not "save at <unknown>"."""
+    sc = df.sparkSession.sparkContext
+    before = sc.getLocalProperty("spark.job.description")
+    sc.setJobDescription(text)
+    try:
+        yield
+    finally:
+        sc.setLocalProperty("spark.job.description", before)  # type: ignore[arg-type]
 
 
 def restore_partition(spark: SparkSession, cfg: Config, name: str, date: dt.date) -> int:
