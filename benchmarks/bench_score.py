@@ -41,38 +41,41 @@ def main(argv: list[str] | None = None) -> None:
 
     from recs import score
     from recs.config import load_config, replace_section
-    from recs.features import read_history
     from recs.model.artifacts import load_model
     from recs.score.rank import score_with_model
     from recs.session import get_spark
-    from recs.tables import read_date
 
     cfg = load_config(lakehouse=str(args.lakehouse.resolve()), environ={})
     cfg = replace_section(cfg, "spark", shuffle_partitions=args.shuffle_partitions)
     spark = get_spark(cfg)
-    model = score.load_promoted(spark, cfg)
-    if model is None:
-        raise SystemExit(f"no promoted model under {cfg.lakehouse}; run bench_pipeline.py first")
     date = args.date
+    inputs = score.read_inputs(spark, cfg, date)
+    model = inputs.model
+    if model is None:
+        raise SystemExit(f"no model promoted as of {date} under {cfg.lakehouse}; run bench_pipeline.py first")
 
     job_s, job_runs = median_time(lambda: score.run(spark, cfg, date), args.repeats)
     counts = score.run(spark, cfg, date)
     pairs, users = counts["candidate_pairs"], counts["users_scored"]
 
     # The ranking UDF alone, over the same candidate rows with features already assembled.
-    users_f = read_date(spark, cfg, "user_features", date)
-    items_f = read_date(spark, cfg, "item_features", date)
-    candidates = score.read_pool(spark, cfg, date)
-    rows = candidates.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string"))
+    rows = inputs.pool.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string"))
     keep = ["user_id", "item_id", "is_ad"]
-    history = read_history(spark, cfg, date)
-    inputs = score.ranking_inputs(rows, users_f, items_f, history, model.spec, None, keep)
-    inputs = inputs.localCheckpoint()
+    features = score.ranking_inputs(
+        rows, inputs.users, inputs.item_features, inputs.history, model.spec, None, keep
+    ).localCheckpoint()
+    ranked_rows = features.count()
     width = (model.spec.num_dense, model.spec.sparse_width)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.score.batch_size))
 
     def ranking() -> None:
-        scored = score_with_model(inputs, model.artifact, width, batch_size=cfg.score.batch_size)
+        scored = score_with_model(
+            features,
+            model.artifact,
+            width,
+            device=cfg.train.device,
+            batch_size=cfg.score.batch_size,
+            threads=cfg.score.threads_per_task,
+        )
         scored.write.format("noop").mode("overwrite").save()
 
     rank_s, rank_runs = median_time(ranking, args.repeats)
@@ -82,21 +85,21 @@ def main(argv: list[str] | None = None) -> None:
     net, spec, _ = load_model(model.artifact)
     rng = np.random.default_rng(0)
     limits = np.array([f.buckets for f in spec.sparse for _ in range(f.max_len)])
-    dense = rng.normal(size=(pairs, spec.num_dense)).astype(np.float32)
-    sparse = (rng.random((pairs, spec.sparse_width)) * limits).astype(np.int64)
-    is_ad = np.zeros(pairs, bool)
+    dense = rng.normal(size=(ranked_rows, spec.num_dense)).astype(np.float32)
+    sparse = (rng.random((ranked_rows, spec.sparse_width)) * limits).astype(np.int64)
+    is_ad = np.zeros(ranked_rows, bool)
     floor_s, floor_runs = median_time(
         lambda: net.predict_numpy(dense, sparse, is_ad, batch_size=cfg.score.batch_size), args.repeats
     )
 
     print(f"machine: {machine()}, Spark local[*], torch threads {threads} for the floor")
-    print(f"{date}: {users:,} users, {pairs:,} candidate pairs, model {model.version}")
-    for name, secs, runs in (
-        ("job (score.run)", job_s, job_runs),
-        ("ranking UDF only", rank_s, rank_runs),
-        ("floor (raw forward)", floor_s, floor_runs),
+    print(f"{date}: {users:,} users, {pairs:,} candidate pairs, {ranked_rows:,} pool rows; {model.version}")
+    for name, secs, runs, n in (
+        ("job (score.run)", job_s, job_runs, pairs),
+        ("ranking UDF only", rank_s, rank_runs, ranked_rows),
+        ("floor (raw forward)", floor_s, floor_runs, ranked_rows),
     ):
-        print(f"{name:<20} {secs:7.2f}s {pairs / secs:>12,.0f} pairs/s  runs {[round(t, 2) for t in runs]}")
+        print(f"{name:<20} {secs:7.2f}s {n / secs:>12,.0f} rows/s  runs {[round(t, 2) for t in runs]}")
     print(f"job users/s: {users / job_s:,.0f}")
     print(f"ratio ranking UDF / floor: {rank_s / floor_s:.2f}x; whole job / floor: {job_s / floor_s:.2f}x")
 
