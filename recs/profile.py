@@ -9,6 +9,7 @@ tables' ``_delta_log`` folders, read through Hadoop's FileSystem so any lakehous
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from recs.config import Config
 # A file scan's "Location: <Index>[(n paths)] [path, ...]" (simple and formatted explain modes), and
 # the scans of a Delta snapshot's cached log state (one per snapshot query).
 _LOCATION = re.compile(r"Location: \w+(?:\([^)]*\))? ?\[([^\]]+)\]")
+_GROUPS = itertools.count()  # job group ids unique within the process, across profilers
 _LOG_STATE = re.compile(r"^\(\d+\) Scan ExistingRDD Delta Table State.* - (\S+)$", re.MULTILINE)
 
 
@@ -81,7 +83,7 @@ class SparkProfiler:
     def measure(self, step: str) -> Iterator[StepCost]:
         sc = self.spark.sparkContext
         cost = StepCost(step)
-        group = f"recs-profile-{len(self.steps)}-{step}"
+        group = f"recs-profile-{next(_GROUPS)}-{step}"
         before_commits = self._log_versions()
         first_query = self._last_query_id() + 1
         sc.setLocalProperty("spark.jobGroup.id", group)

@@ -64,6 +64,10 @@ def test_profiler_counts_two_commits_then_a_read_without_commits(spark, tmp_path
     assert not read.commits
     assert read.scans["recommendations"] >= 1 and read.table_scans >= 1
     assert read.jobs >= 1 and read.seconds > 0
+    again = SparkProfiler(spark, cfg)  # a second profiler counts its own jobs only
+    with again.measure("read"):
+        read_date(spark, cfg, "recommendations", D).count()
+    assert 0 < again.steps[0].jobs <= read.jobs  # with shared job groups it would hold both reads
     total = by_step([write, read, read])
     assert [c.step for c in total] == ["write", "read"]
     assert (
