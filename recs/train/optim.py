@@ -58,17 +58,18 @@ class RowWiseAdagrad(torch.optim.Optimizer):
         rows, values = grad._indices()[0], grad._values()
         slot = self._slots.get(id(p))
         if slot is None or slot.device != p.device:
-            slot = self._slots[id(p)] = torch.full((p.shape[0],), -1, dtype=torch.int64, device=p.device)
+            # int32: 4 bytes per row, as much as the accumulator; a batch has far fewer than 2**31 slots
+            slot = self._slots[id(p)] = torch.full((p.shape[0],), -1, dtype=torch.int32, device=p.device)
         return rows, sum_duplicate_rows(rows, values, slot)
 
 
 def sum_duplicate_rows(rows: Tensor, values: Tensor, slot: Tensor) -> Tensor:
     """``values`` with each position replaced by the sum over all positions of its row.
 
-    ``slot`` is an all ``-1`` int64 map over the table's rows, left as found. The sum adds the
+    ``slot`` is an all ``-1`` integer map over the table's rows, left as found. The sum adds the
     duplicates onto the last position of each row in position order, so it is deterministic.
     """
-    positions = torch.arange(rows.numel(), device=rows.device)
+    positions = torch.arange(rows.numel(), dtype=slot.dtype, device=rows.device)
     slot.scatter_reduce_(0, rows, positions, "amax")
     owner = slot.index_select(0, rows)
     slot.index_fill_(0, rows, -1)

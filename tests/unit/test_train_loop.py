@@ -238,15 +238,16 @@ def test_row_wise_adagrad_sparse_equals_dense() -> None:
     assert torch.equal(sparse_p.data[untouched], w0[untouched])
 
 
-def test_duplicate_rows_carry_their_rows_sum_and_leave_the_scratch_map_clean() -> None:
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_duplicate_rows_carry_their_rows_sum_and_leave_the_scratch_map_clean(dtype: torch.dtype) -> None:
     rows = torch.tensor([3, 0, 3, 5, 3, 0])
     values = torch.tensor([[1.0], [10.0], [100.0], [1000.0], [10000.0], [100000.0]])
-    slot = torch.full((7,), -1, dtype=torch.int64)
+    slot = torch.full((7,), -1, dtype=dtype)
     summed = sum_duplicate_rows(rows, values, slot)
     expected = [[10101.0], [100010.0], [10101.0], [1000.0], [10101.0], [100010.0]]
     assert summed.tolist() == expected
     assert values[:, 0].tolist() == [1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0]  # the gradient is untouched
-    assert torch.equal(slot, torch.full((7,), -1, dtype=torch.int64))
+    assert torch.equal(slot, torch.full((7,), -1, dtype=dtype))
     unique = torch.tensor([2, 4])
     assert torch.equal(sum_duplicate_rows(unique, values[:2], slot), values[:2])
 
