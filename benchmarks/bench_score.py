@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     from recs import score
     from recs.config import load_config, replace_section
     from recs.model.artifacts import load_model
+    from recs.model.device import resolve_device
     from recs.score.rank import score_with_model
     from recs.session import get_spark
 
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
 
     threads = os.cpu_count() or 1  # local[*] runs one task per core
     torch.set_num_threads(threads)
-    net, spec, _ = load_model(model.artifact)
+    device = resolve_device(cfg.train.device)  # where the UDF scores: the GPU when there is one
+    net, spec, _ = load_model(model.artifact, device=device)
     rng = np.random.default_rng(0)
     limits = np.array([f.buckets for f in spec.sparse for _ in range(f.max_len)])
     dense = rng.normal(size=(ranked_rows, spec.num_dense)).astype(np.float32)
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda: net.predict_numpy(dense, sparse, is_ad, batch_size=cfg.score.batch_size), args.repeats
     )
 
-    print(f"machine: {machine()}, Spark local[*], torch threads {threads} for the floor")
+    print(f"machine: {machine()}, Spark local[*]; floor on {device}, torch threads {threads}")
     print(f"{date}: {users:,} users, {pairs:,} candidate pairs, {ranked_rows:,} pool rows; {model.version}")
     for name, secs, runs, n in (
         ("job (score.run)", job_s, job_runs, pairs),
