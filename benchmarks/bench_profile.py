@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
 
     from recs.pipeline import STEPS, nightly
-    from recs.profile import SparkProfiler, cost_table
+    from recs.profile import SparkProfiler, cost_table, slowest_lines
 
     cfg, spark = open_lakehouse(args)
     raw = args.raw or args.lakehouse.resolve().parent / "raw"
@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     for cost in profiler.steps:
         cost.seconds = statistics.median(walls[cost.step])
     title = f"{args.date} on {machine()}: counts of the last run, median wall of {args.repeats}"
-    Console(width=200).print(cost_table(profiler.steps, title))
+    console = Console()
+    console.print(cost_table(profiler.steps, title))
+    for line in slowest_lines(profiler.steps):
+        console.print(line, highlight=False)
     total = sum(c.seconds for c in profiler.steps)
     jobs = sum(c.jobs for c in profiler.steps)
     commits = sum(sum(c.commits.values()) for c in profiler.steps)

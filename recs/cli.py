@@ -251,9 +251,12 @@ def _print_profile(profiler, title: str) -> None:
         return
     from rich.console import Console
 
-    from recs.profile import cost_table
+    from recs.profile import cost_table, slowest_lines
 
-    Console().print(cost_table(profiler.steps, title))
+    console = Console()
+    console.print(cost_table(profiler.steps, title))
+    for line in slowest_lines(profiler.steps):
+        console.print(line, highlight=False)
 
 
 def echo_report(report) -> None:

@@ -163,15 +163,13 @@ def by_step(costs: list[StepCost]) -> list[StepCost]:
 
 
 def cost_table(steps: list[StepCost], title: str):
-    """A rich table: one row per step."""
+    """A rich table, one row per step (numbers only, so it fits 80 columns)."""
     from rich.table import Table
 
     table = Table(title=title)
     for name in ("step", "wall s", "jobs", "queries", "query s", "table scans", "log scans", "commits"):
-        table.add_column(name, justify="left" if name == "step" else "right")
-    table.add_column("slowest queries")
+        table.add_column(name, justify="left" if name == "step" else "right", no_wrap=True)
     for c in steps:
-        slowest = "; ".join(f"{s:.1f}s {d}" for s, d in c.slowest[:3])
         table.add_row(
             c.step,
             f"{c.seconds:.1f}",
@@ -181,6 +179,14 @@ def cost_table(steps: list[StepCost], title: str):
             str(c.table_scans),
             str(c.log_scans),
             str(sum(c.commits.values())),
-            slowest,
         )
     return table
+
+
+def slowest_lines(steps: list[StepCost], per_step: int = 3) -> list[str]:
+    """Each step's slowest queries (nested queries overlap their parent's time)."""
+    lines = []
+    for c in steps:
+        if c.slowest:
+            lines.append(f"{c.step}: " + "; ".join(f"{s:.1f}s {d}" for s, d in c.slowest[:per_step]))
+    return lines

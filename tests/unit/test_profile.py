@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from recs.profile import SparkProfiler, by_step, scanned_locations, table_of
+from recs.profile import SparkProfiler, by_step, cost_table, scanned_locations, slowest_lines, table_of
 from recs.tables import read_date, replace_partition
 from tests.conftest import make_config, uniform_rows
 
@@ -68,6 +68,9 @@ def test_profiler_counts_two_commits_then_a_read_without_commits(spark, tmp_path
     with again.measure("read"):
         read_date(spark, cfg, "recommendations", D).count()
     assert 0 < again.steps[0].jobs <= read.jobs  # with shared job groups it would hold both reads
+    lines = slowest_lines([write, read])
+    assert lines[0].startswith("write: ") and f"write recommendations {D}" in lines[0]
+    assert cost_table([write, read], "t").row_count == 2
     total = by_step([write, read, read])
     assert [c.step for c in total] == ["write", "read"]
     assert (
