@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import SparkSession
 
 from recs.config import Config
+from recs.tables import lakehouse_root
 
 # A file scan's "Location: <Index>[(n paths)] [path, ...]" (simple and formatted explain modes), and
 # the scans of a Delta snapshot's cached log state (one per snapshot query).
@@ -72,7 +73,7 @@ class SparkProfiler:
 
     def __init__(self, spark: SparkSession, cfg: Config) -> None:
         self.spark = spark
-        self.root = cfg.lakehouse.rstrip("/")
+        self.root = lakehouse_root(cfg)  # absolute, as the scanned paths are
         self.steps: list[StepCost] = []
         jvm = spark.sparkContext._jvm
         assert jvm is not None

@@ -36,6 +36,7 @@ def test_scans_are_named_by_the_lakehouse_table_they_read() -> None:
     tables = ["user_features", "events/_delta_log", "recommendations", "recommendations/_delta_log"]
     assert [table_of(p, "/lh") for p in paths] == tables
     assert table_of("file:/elsewhere/t", "/lh") == "file:/elsewhere/t"
+    assert table_of("s3a://bucket/lh/users/part-0.parquet", "s3a://bucket/lh") == "users"
 
 
 def test_profiler_counts_two_commits_then_a_read_without_commits(spark, tmp_path) -> None:
