@@ -72,10 +72,12 @@ def lakehouse_parser(doc: str):
 
 
 def open_lakehouse(args):
-    """(config, SparkSession) for the lakehouse and shuffle partitions of ``lakehouse_parser``'s args."""
+    """(config, SparkSession) for the lakehouse, shuffle partitions (and ``raw``, where the
+    benchmark takes it) of ``lakehouse_parser``'s args."""
     from recs.config import load_config, replace_section
     from recs.session import get_spark
 
-    cfg = load_config(lakehouse=str(args.lakehouse.resolve()), environ={})
+    raw = getattr(args, "raw", None)
+    cfg = load_config(lakehouse=str(args.lakehouse.resolve()), raw=raw and str(raw.resolve()), environ={})
     cfg = replace_section(cfg, "spark", shuffle_partitions=args.shuffle_partitions)
     return cfg, get_spark(cfg)

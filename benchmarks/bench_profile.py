@@ -26,9 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", action="append", help="steps to rerun (default: all five)")
     p.add_argument("--raw", type=Path, help="raw event logs (default: raw/ beside the lakehouse)")
     args = p.parse_args(argv)
+    args.raw = args.raw or args.lakehouse.resolve().parent / "raw"
     quiet_logs()
-
-    import dataclasses
 
     from rich.console import Console
 
@@ -36,8 +35,6 @@ def main(argv: list[str] | None = None) -> None:
     from recs.profile import SparkProfiler, cost_table, slowest_lines
 
     cfg, spark = open_lakehouse(args)
-    raw = args.raw or args.lakehouse.resolve().parent / "raw"
-    cfg = dataclasses.replace(cfg, raw=str(raw.resolve()))
     steps = args.steps or list(STEPS)
     nightly(spark, cfg, args.date, steps=steps, force=True, force_train=True)  # warm-up
     walls: dict[str, list[float]] = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, median_time, quiet_logs  # noqa: E402
+from _common import machine, median_time, open_lakehouse, quiet_logs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,15 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     from pyspark.sql import functions as F
 
     from recs import score
-    from recs.config import load_config, replace_section
     from recs.model.artifacts import load_model
     from recs.model.device import resolve_device
     from recs.score.rank import score_with_model
-    from recs.session import get_spark
 
-    cfg = load_config(lakehouse=str(args.lakehouse.resolve()), environ={})
-    cfg = replace_section(cfg, "spark", shuffle_partitions=args.shuffle_partitions)
-    spark = get_spark(cfg)
+    cfg, spark = open_lakehouse(args)
     date = args.date
     inputs = score.read_inputs(spark, cfg, date)
     model = inputs.model

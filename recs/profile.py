@@ -98,8 +98,7 @@ class SparkProfiler:
             cost.jobs = len(sc.statusTracker().getJobIdsForGroup(group))
             self._read_queries(cost, first_query)
             after = self._log_versions()
-            cost.commits = Counter({t: n - before_commits.get(t, 0) for t, n in after.items()})
-            cost.commits = +cost.commits  # drop tables without new versions
+            cost.commits = +Counter({t: n - before_commits.get(t, 0) for t, n in after.items()})  # new only
             self.steps.append(cost)
 
     def _drain(self) -> None:
