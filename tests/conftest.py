@@ -102,7 +102,8 @@ def pipeline(spark, tmp_path_factory):
     from recs.sample_data import generate
 
     root = tmp_path_factory.mktemp("pipeline")
-    generate(root, users=300, items=120, days=NIGHTS, start=START, seed=5)
+    # One day more than the nights: what users did the day after, to judge the last night by.
+    generate(root, users=300, items=120, days=NIGHTS + 1, start=START, seed=5)
     last = START + dt.timedelta(days=NIGHTS - 1)
     add_cold_start_user(root / "raw", last)
     cfg = pipeline_config(root / "lakehouse", root / "raw")

@@ -114,6 +114,25 @@ def test_the_candidate_order_baseline_is_what_scoring_writes_without_a_model(spa
     assert 0 < metrics[("recall", top)].candidate_order_value <= pool + 1e-12
 
 
+def test_the_model_ranks_the_pool_better_than_its_order_without_a_model(spark, pipeline, tmp_path: Path):
+    """The ranker's own contribution: LAST's lists (night 3's model) judged on the day after,
+    beside the same pool in its sources' order. The raw data holds that day; a copy of the
+    lakehouse ingests it and evaluates, so the shared nights stay as they were.
+    """
+    cfg, _ = pipeline
+    judged = LAST + dt.timedelta(days=1)
+    copy = copy_lakehouse(cfg, tmp_path / "lakehouse")
+    report = nightly(spark, copy, judged, steps=["ingest", "features", "evaluate"])
+    assert report.ok, (report.failed, report.error)
+    rows = read_date(spark, copy, "eval_metrics", judged).where("arm = 'all'").collect()
+    metrics = {(r.metric, r.k): r for r in rows}
+    assert {r.model_version for r in rows} == {promoted_model(spark, cfg, LAST).model_version}
+    assert metrics[("users_evaluated", None)].value > 50
+    for name in ("recall", "ndcg"):
+        row = metrics[(name, 10)]
+        assert row.value > row.candidate_order_value + 0.02, (name, row.value, row.candidate_order_value)
+
+
 def test_a_rerun_of_an_earlier_night_scores_with_the_model_it_had_then(spark, pipeline):
     """Re-scoring night 2 after night 3's model exists gives night 2's rows, not the newer model's."""
     cfg, _ = pipeline

@@ -172,7 +172,13 @@ def load_model(
     if expected_spec_hash is not None and spec.spec_hash != expected_spec_hash:
         raise _refused(path, f"trained with feature spec {spec.spec_hash}, expected {expected_spec_hash}")
     try:
-        model = DLRM(spec, arch["bottom_mlp"], arch["top_mlp"], ads_head=bool(arch["ads_head"]))
+        model = DLRM(
+            spec,
+            arch["bottom_mlp"],
+            arch["top_mlp"],
+            ads_head=bool(arch["ads_head"]),
+            linear=bool(arch.get("linear", False)),  # absent: saved before the linear term
+        )
         model.load_state_dict(load_safetensors(data[WEIGHTS]), strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise _refused(path, f"weights do not fit config.json/spec.json ({exc})") from None

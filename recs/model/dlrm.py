@@ -18,6 +18,15 @@ Design choices (what each saves is measured in ``docs/model-design.md``):
   top MLP), the widths BLAS GEMMs are fastest at. The padded columns are always zero, so
   their weights get zero gradients, stay zero and change nothing.
 
+Linear term: on by default. The logit also gets a linear function of the standardised dense
+features (the "wide" half of Wide & Deep, Cheng et al. 2016). Before the first epoch it is
+fitted as a logistic regression on the normaliser's sample (:meth:`DLRM.fit_linear`), so
+training starts from what the dense counters alone predict and the deep part learns what they
+leave. On a few days of a small shop's examples that regression already ranks a user's
+candidates better than their sources' order, while the deep part alone overfits ids within an
+epoch (``docs/model-design.md`` has the figures). Artefacts saved before the term existed load
+without it (``arch()["linear"]`` false).
+
 Ads head: on by default. Rows with ``is_ad`` take their logit from a second output layer
 on the shared top MLP (one extra ``Linear(width, 1)``), so ads whose clicks follow other
 rules than organic clicks (another base rate, another driver) get their own calibration.
@@ -255,6 +264,7 @@ class DLRM(nn.Module):
         top_mlp: Sequence[int],
         *,
         ads_head: bool = True,
+        linear: bool = True,
     ) -> None:
         super().__init__()
         if not spec.sparse:
@@ -272,6 +282,10 @@ class DLRM(nn.Module):
         self.top_widths = top_widths(dim + self.interaction.num_pairs, top_mlp)
         self.top = _mlp(self.top_widths)
         self.head = nn.Linear(self.top_widths[-1], 2 if ads_head else 1)  # column 1: the ads logit
+        self.linear: nn.Linear | None = None
+        if linear:
+            self.linear = nn.Linear(spec.num_dense, self.head.out_features, bias=False)
+            nn.init.zeros_(self.linear.weight)
 
     def arch(self) -> dict[str, Any]:
         """Constructor arguments (what ``config.json`` stores to rebuild the module)."""
@@ -279,6 +293,7 @@ class DLRM(nn.Module):
             "bottom_mlp": self.bottom_widths[1:],
             "top_mlp": self.top_widths[1:],
             "ads_head": self.has_ads_head,
+            "linear": self.linear is not None,
         }
 
     @property
@@ -305,10 +320,37 @@ class DLRM(nn.Module):
         self.dense_std.copy_(std.float())
         self.normalizer_rows.fill_(dense.shape[0])
 
+    @torch.no_grad()
+    def fit_linear(
+        self, dense: Tensor, label: Tensor, weight: Tensor, is_ad: Tensor, l2: float = 3e-3
+    ) -> None:
+        """Start the linear term and each head's bias from a weighted, ridge-penalised logistic
+        regression on standardised ``dense``: organic rows for the organic head, ad rows for the
+        ads head. Needs the normaliser fitted; a head whose rows hold one label is left as is.
+
+        The start slows the deep part's first steps (its residual is smaller), which is what
+        keeps it from overfitting ids on small data; ``l2`` shrinks the start so that a deep
+        part with real interactions to learn still escapes its first plateau within an epoch
+        or two (``docs/model-design.md``: 1e-4 stalled one of six planted-interaction runs).
+        """
+        if self.linear is None:
+            return
+        x = self.standardised(dense.to(self.dense_mean.device)).double()
+        for col in range(self.head.out_features):
+            rows = is_ad.bool() if col == 1 else ~is_ad.bool()
+            y, w = label[rows].double(), weight[rows].double()
+            if len(y) == 0 or bool((y == y[0]).all()):
+                continue
+            coef, intercept = _logistic_regression(x[rows], y, w, l2)
+            self.linear.weight[col] = coef.to(self.linear.weight)
+            self.head.bias[col] = self.head.bias[col] + float(intercept)
+
+    def standardised(self, dense: Tensor) -> Tensor:
+        return (dense.float() - self.dense_mean) / self.dense_std
+
     def bottom_output(self, dense: Tensor) -> Tensor:
         """Standardised, zero-padded dense features through the bottom MLP -> ``[B, dim]``."""
-        x = (dense.float() - self.dense_mean) / self.dense_std
-        return self.bottom(_pad_columns(x, aligned(self.spec.num_dense)))
+        return self.bottom(_pad_columns(self.standardised(dense), aligned(self.spec.num_dense)))
 
     def forward(self, dense: Tensor, sparse: Tensor, is_ad: Tensor | None = None) -> Tensor:
         """``dense [B, num_dense]`` float, ``sparse [B, sparse_width]`` int -> logits ``[B]``.
@@ -317,9 +359,11 @@ class DLRM(nn.Module):
         """
         if dense.dim() != 2 or dense.shape[1] != self.spec.num_dense:
             raise ValueError(f"dense must be [batch, {self.spec.num_dense}], got {list(dense.shape)}")
-        z = self.interaction(self.bottom_output(dense), self.embedding(sparse))
-        h = self.top(z)
-        out = self.head(h)
+        x = self.standardised(dense)
+        bottom = self.bottom(_pad_columns(x, aligned(self.spec.num_dense)))
+        out = self.head(self.top(self.interaction(bottom, self.embedding(sparse))))
+        if self.linear is not None:
+            out = out + self.linear(x)
         if self.has_ads_head and is_ad is not None:
             return torch.where(is_ad.bool(), out[:, 1], out[:, 0])
         return out[:, 0]
@@ -355,18 +399,41 @@ class DLRM(nn.Module):
         return self.embedding.table(name)
 
 
+def _logistic_regression(x: Tensor, y: Tensor, w: Tensor, l2: float) -> tuple[Tensor, Tensor]:
+    """(coefficients, intercept) minimising weighted mean log-loss + ``l2`` * |coef|^2 (L-BFGS)."""
+    coef = torch.zeros(x.shape[1], dtype=x.dtype, requires_grad=True)
+    intercept = torch.zeros((), dtype=x.dtype, requires_grad=True)
+    w = w / w.sum()
+    opt = torch.optim.LBFGS(
+        [coef, intercept], max_iter=200, tolerance_grad=1e-9, line_search_fn="strong_wolfe"
+    )
+
+    def loss() -> Tensor:
+        opt.zero_grad()
+        logits = x @ coef + intercept
+        value = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * w).sum()
+        value = value + l2 * coef.pow(2).sum()
+        value.backward()
+        return value
+
+    with torch.enable_grad():
+        opt.step(loss)
+    return coef.detach(), intercept.detach()
+
+
 def build_model(
     spec: FeatureSpec,
     bottom_mlp: Sequence[int],
     top_mlp: Sequence[int],
     *,
     ads_head: bool = True,
+    linear: bool = True,
     seed: int = 0,
 ) -> DLRM:
     """A freshly initialised DLRM; the same seed gives the same weights (global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return DLRM(spec, bottom_mlp, top_mlp, ads_head=ads_head)
+        return DLRM(spec, bottom_mlp, top_mlp, ads_head=ads_head, linear=linear)
 
 
 def embedding_parameters(model: DLRM) -> list[nn.Parameter]:

@@ -94,18 +94,21 @@ def _check_reiterable(source: BatchSource, name: str, passes: int) -> None:
         )
 
 
-def fit_normalizer_from(model: DLRM, batches: Iterable[Batch | Mapping[str, Any]], max_rows: int) -> int:
-    """Fit the dense standardisation on up to ``max_rows`` training rows; returns the rows used."""
+def fit_start_from(model: DLRM, batches: Iterable[Batch | Mapping[str, Any]], max_rows: int) -> int:
+    """Fit the dense standardisation, then the linear term, on the first ``max_rows`` training
+    rows; returns the rows used."""
     parts, rows = [], 0
     for item in batches:
-        dense = Batch.of(item).dense
-        parts.append(dense.float().cpu())
-        rows += len(dense)
+        batch = Batch.of(item)
+        parts.append([t.cpu() for t in (batch.dense.float(), batch.label, batch.weight, batch.is_ad)])
+        rows += len(batch)
         if rows >= max_rows:
             break
     if not parts:
         raise ValueError("no training rows to fit the dense normaliser on")
-    model.fit_normalizer(torch.cat(parts)[:max_rows])
+    dense, label, weight, is_ad = (torch.cat(column)[:max_rows] for column in zip(*parts, strict=True))
+    model.fit_normalizer(dense)
+    model.fit_linear(dense, label, weight, is_ad)
     return min(rows, max_rows)
 
 
@@ -189,8 +192,8 @@ def train(
     _check_reiterable(train_batches, "train_batches", settings.epochs + (not model.normalizer_fitted))
     _check_reiterable(val_batches, "val_batches", settings.epochs)
     if not model.normalizer_fitted:
-        used = fit_normalizer_from(model, _epoch_batches(train_batches, 0), settings.normalizer_rows)
-        log.info("dense normaliser fitted on %d rows", used)
+        used = fit_start_from(model, _epoch_batches(train_batches, 0), settings.normalizer_rows)
+        log.info("dense normaliser and linear term fitted on %d rows", used)
     model.to(device)
     if distributed():
         broadcast_model(model)  # every rank starts from rank 0's weights and normaliser

@@ -183,6 +183,53 @@ def test_ads_head_routes_ad_rows() -> None:
     assert not torch.allclose(both[is_ad], organic[is_ad])
 
 
+def test_the_linear_term_adds_a_linear_function_of_the_standardised_dense_features() -> None:
+    spec = tiny_spec()
+    model = build_model(spec, [8], [8], ads_head=True, seed=8)
+    sample, _ = random_inputs(spec, 200, seed=9)
+    model.fit_normalizer(sample)
+    dense, sparse = random_inputs(spec, 12, seed=10)
+    is_ad = torch.arange(12) % 2 == 0
+    with torch.no_grad():
+        deep_only = model(dense, sparse, is_ad)  # the term starts at zero: no change yet
+        w = torch.tensor([[0.5, -2.0, 1.5], [3.0, 0.0, -1.0]])  # organic row, ads row
+        model.linear.weight.copy_(w)
+        with_term = model(dense, sparse, is_ad)
+    x = dense.double().numpy()
+    mean, std = sample.double().numpy().mean(0), sample.double().numpy().std(0)
+    z = (x - mean) / std
+    expected = [z[r] @ w[1 if is_ad[r] else 0].double().numpy() for r in range(12)]
+    torch.testing.assert_close((with_term - deep_only).double(), torch.tensor(expected), atol=1e-5, rtol=1e-5)
+
+
+def test_fit_linear_recovers_each_heads_logistic_regression() -> None:
+    """Labels drawn from known logistic models (one for organic rows, another for ads): the
+    maximum-likelihood fit lands on the generating coefficients and intercepts."""
+    spec = tiny_spec()
+    model = build_model(spec, [8], [8], ads_head=True, seed=9)
+    model.dense_mean.zero_()
+    model.dense_std.fill_(1.0)  # standardised == raw, so the coefficients are comparable
+    model.normalizer_rows.fill_(1)
+    g = torch.Generator().manual_seed(4)
+    n = 100_000
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    is_ad = torch.rand(n, generator=g) < 0.3
+    truth = {0: ([1.5, -1.0, 0.0], -0.5), 1: ([0.0, 0.0, -2.0], 1.0)}
+    logits = torch.where(
+        is_ad,
+        x @ torch.tensor(truth[1][0], dtype=torch.float64) + truth[1][1],
+        x @ torch.tensor(truth[0][0], dtype=torch.float64) + truth[0][1],
+    )
+    label = (torch.rand(n, generator=g, dtype=torch.float64) < torch.sigmoid(logits)).float()
+    bias_before = model.head.bias.detach().clone()
+    model.fit_linear(x.float(), label, torch.ones(n), is_ad, l2=0.0)
+    for col, (coef, intercept) in truth.items():
+        fitted_coef = model.linear.weight.detach()[col].double()
+        torch.testing.assert_close(fitted_coef, torch.tensor(coef).double(), atol=0.06, rtol=0)
+        fitted = float(model.head.bias.detach()[col] - bias_before[col])
+        assert fitted == pytest.approx(intercept, abs=0.06), col
+
+
 # --------------------------------------------------------------------------- artefacts
 
 
@@ -284,3 +331,23 @@ def test_tampered_or_unknown_artefacts_are_refused(tmp_path: Path) -> None:
         load_model(where)
     with pytest.raises(ArtifactError):
         load_model(tmp_path / "nothing-here")
+
+
+def test_an_artefact_saved_before_the_linear_term_loads_without_it(tmp_path: Path) -> None:
+    """Artefacts written before the term existed have no ``linear`` key in config.json."""
+    spec = tiny_spec()
+    old = build_model(spec, [8], [16, 8], ads_head=True, linear=False, seed=11)
+    old.fit_normalizer(random_inputs(spec, 64, seed=12)[0])
+    where = tmp_path / "v0"
+    save_model(old, where)
+    config = json.loads((where / "config.json").read_text())
+    del config["model"]["linear"]
+    text = json.dumps(config).encode()
+    (where / "config.json").write_bytes(text)
+    manifest = json.loads((where / "manifest.json").read_text())
+    manifest["files"]["config.json"] = {"sha256": hashlib.sha256(text).hexdigest(), "bytes": len(text)}
+    (where / "manifest.json").write_text(json.dumps(manifest))
+    loaded, _, _ = load_model(where)
+    assert loaded.linear is None
+    dense, sparse = random_inputs(spec, 30, seed=13)
+    assert torch.equal(loaded.predict(dense, sparse), old.predict(dense, sparse))
