@@ -66,6 +66,42 @@ def test_context_is_the_request_context_so_it_cannot_give_the_label_away(spark):
     assert got["label"].sum() > 100 and abs(auc - 0.5) < 0.06, auc
 
 
+def test_a_positive_takes_the_impression_before_it_or_else_the_users_usual_context(spark):
+    """u1's usual request (features as of D-1): desktop, DE, 20h, scored on home. On D:
+    i1 shown on search (mobile, US, 10h) then viewed: the impression's context; i2 viewed with
+    no impression: the usual one; i3 viewed at 11h and only shown at 12h: the usual one too."""
+    from recs.features.examples import item_positives, request_context
+
+    t = dt.datetime(2026, 4, 2, 10, 0)
+    hour = dt.timedelta(hours=1)
+    events = [
+        ("e1", "u1", "impression", "i1", "search", "mobile", "US", t),
+        ("e2", "u1", "view", "i1", "product_page", "mobile", "US", t + dt.timedelta(minutes=1)),
+        ("e3", "u1", "view", "i2", "product_page", "mobile", "US", t + 5 * hour),
+        ("e4", "u1", "view", "i3", "product_page", "mobile", "US", t + hour),
+        ("e5", "u1", "impression", "i3", "search", "mobile", "US", t + 2 * hour),
+    ]
+    day_events = spark.createDataFrame(
+        events,
+        "event_id string, user_id string, event_type string, item_id string, surface string, "
+        "device string, country string, event_time timestamp",
+    )
+    usual = request_context(
+        spark.createDataFrame(
+            [("u1", "desktop", "DE", 20)], "user_id string, device string, country string, top_hour int"
+        )
+    )
+    got = {
+        r.item_id: (r.context__surface, r.context__device, r.context__country, r.context__hour)
+        for r in item_positives(day_events, usual).collect()
+    }
+    assert got == {
+        "i1": ("search", "mobile", "US", 10),
+        "i2": ("home", "desktop", "DE", 20),
+        "i3": ("home", "desktop", "DE", 20),
+    }
+
+
 def test_pool_negatives_come_from_the_users_own_pool_and_rows_carry_its_position(spark):
     """Hand-made pool as of D-1: u1 has five candidates and touches two of them on D."""
     from recs.features.examples import label_rows

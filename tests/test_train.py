@@ -125,3 +125,46 @@ def test_retraining_never_rewrites_the_promoted_artefact(spark, pipeline, tmp_pa
     assert digests() == before
     serving = load_promoted(spark, copy, LAST)
     assert serving.version == promoted.model_version and Path(serving.artifact) == folder
+
+
+def test_scoring_and_the_gate_take_the_model_promoted_as_of_their_date(spark, cfg):
+    """Hand-made registry rows: the latest promoted validation_date <= D wins, a retrain of the
+    same validation day wins by trained_at, rejected rows and later days never count."""
+    from recs.model.registry import GateDecision, record_model
+    from recs.train import incumbent_auc
+
+    d = dt.date(2026, 5, 10)
+    rows = [  # (version, validation day, status), recorded in this order
+        ("early", d - dt.timedelta(days=2), "promoted"),
+        ("rejected", d - dt.timedelta(days=1), "rejected"),
+        ("on-d", d, "promoted"),
+        ("on-d-retrained", d, "promoted"),
+        ("later", d + dt.timedelta(days=3), "promoted"),
+    ]
+    for version, validated, status in rows:
+        record_model(
+            spark,
+            cfg,
+            model_version=version,
+            train_start=validated - dt.timedelta(days=3),
+            train_end=validated - dt.timedelta(days=1),
+            validation_date=validated,
+            metrics={"auc": 0.7},
+            baseline_auc=None,
+            spec_hash="spec-a",
+            artifact_path=f"models/{version}",
+            decision=GateDecision(status, "hand-made"),
+            run_date=validated,
+        )
+
+    def chosen(day: dt.date) -> str | None:
+        row = promoted_model(spark, cfg, day)
+        return row.model_version if row else None
+
+    assert chosen(d - dt.timedelta(days=3)) is None
+    assert chosen(d - dt.timedelta(days=1)) == "early"
+    assert chosen(d) == chosen(d + dt.timedelta(days=2)) == "on-d-retrained"
+    assert chosen(d + dt.timedelta(days=3)) == "later"
+    # The gate's incumbent follows the same rule (another spec: reported, not loaded).
+    assert incumbent_auc(spark, cfg, None, "spec-b", d - dt.timedelta(days=1)) == (None, "early")
+    assert incumbent_auc(spark, cfg, None, "spec-b", d + dt.timedelta(days=1)) == (None, "on-d-retrained")

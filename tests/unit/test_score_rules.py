@@ -72,6 +72,35 @@ def test_window_sums_at_the_edges_of_the_1_7_and_28_day_windows(spark):
     assert (got.views_1d, got.views_7d, got.views_28d) == (1, 1 + 2, 1 + 2 + 4 + 8)
 
 
+def test_known_users_are_everyone_seen_within_retention_with_first_and_last_seen(spark):
+    """Retention 365 days as of D: an event at age 364 counts, age 365 does not, a later day
+    never does; first/last seen are taken within the retention window."""
+    from recs.features.windows import known_users
+
+    d = dt.date(2026, 6, 30)
+    ago = lambda n: d - dt.timedelta(days=n)  # noqa: E731
+    user_daily = spark.createDataFrame(
+        [
+            ("lapsed-long", ago(400)),
+            ("lapsed-long", ago(10)),
+            ("edge-in", ago(364)),
+            ("edge-out", ago(365)),
+            ("future-only", d + dt.timedelta(days=1)),
+            ("today", d),
+            ("today", ago(3)),
+        ],
+        "user_id string, event_date date",
+    )
+    got = {
+        r.user_id: (r.first_seen_date, r.last_seen_date) for r in known_users(user_daily, d, 365).collect()
+    }
+    assert got == {
+        "lapsed-long": (ago(10), ago(10)),
+        "edge-in": (ago(364), ago(364)),
+        "today": (ago(3), d),
+    }
+
+
 def test_output_health_figures_on_hand_made_rows(spark):
     from recs.config import load_config
     from recs.score.health import ad_figures, checks, recommendation_figures
