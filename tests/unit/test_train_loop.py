@@ -353,6 +353,7 @@ def test_stream_refuses_examples_that_do_not_fit_the_spec(tmp_path: Path) -> Non
 
 def test_stream_reads_a_partitioned_delta_table(tmp_path: Path) -> None:
     import deltalake  # a required dependency (the trainer reads Delta without Spark): never skipped
+
     spec = planted_spec()
     for d in range(3):
         arrays = planted_rows(300, d)
