@@ -335,10 +335,10 @@ class DLRM(nn.Module):
         """
         if self.linear is None:
             return
-        x = self.standardised(dense.to(self.dense_mean.device)).double()
+        x = self.standardised(dense.to(self.dense_mean.device)).double().cpu()
         for col in range(self.head.out_features):
-            rows = is_ad.bool() if col == 1 else ~is_ad.bool()
-            y, w = label[rows].double(), weight[rows].double()
+            rows = is_ad.bool().cpu() if col == 1 else ~is_ad.bool().cpu()
+            y, w = label.cpu()[rows].double(), weight.cpu()[rows].double()
             if len(y) == 0 or bool((y == y[0]).all()):
                 continue
             coef, intercept = _logistic_regression(x[rows], y, w, l2)
@@ -350,7 +350,10 @@ class DLRM(nn.Module):
 
     def bottom_output(self, dense: Tensor) -> Tensor:
         """Standardised, zero-padded dense features through the bottom MLP -> ``[B, dim]``."""
-        return self.bottom(_pad_columns(self.standardised(dense), aligned(self.spec.num_dense)))
+        return self._bottom(self.standardised(dense))
+
+    def _bottom(self, standardised: Tensor) -> Tensor:
+        return self.bottom(_pad_columns(standardised, aligned(self.spec.num_dense)))
 
     def forward(self, dense: Tensor, sparse: Tensor, is_ad: Tensor | None = None) -> Tensor:
         """``dense [B, num_dense]`` float, ``sparse [B, sparse_width]`` int -> logits ``[B]``.
@@ -360,8 +363,7 @@ class DLRM(nn.Module):
         if dense.dim() != 2 or dense.shape[1] != self.spec.num_dense:
             raise ValueError(f"dense must be [batch, {self.spec.num_dense}], got {list(dense.shape)}")
         x = self.standardised(dense)
-        bottom = self.bottom(_pad_columns(x, aligned(self.spec.num_dense)))
-        out = self.head(self.top(self.interaction(bottom, self.embedding(sparse))))
+        out = self.head(self.top(self.interaction(self._bottom(x), self.embedding(sparse))))
         if self.linear is not None:
             out = out + self.linear(x)
         if self.has_ads_head and is_ad is not None:
