@@ -42,9 +42,15 @@ environment:
                           it must have recs installed non-editable: pip install .
   DEPLOY_SHIP_ENV         1: pack and ship DEPLOY_VENV with --archives; 0: the nodes already have
                           the environment (container image). Default: 0 for k8s:// and local
-                          masters, 1 otherwise.
+                          masters, 1 otherwise. In client mode, ingest, features and evaluate
+                          ship nothing: their executors run no Python (only score and train do)
   DEPLOY_ENV_ARCHIVE      use this prebuilt env archive (local path or hdfs:// / s3a:// URI)
                           instead of packing one
+  DEPLOY_ENV_STORE        folder on storage every node reads (hdfs://, s3a://, a shared path)
+                          that keeps one archive per build of recs: an archive already there
+                          is reused without packing or uploading; a new one is uploaded once.
+                          Default: LAKEHOUSE/_deploy/envs when --lakehouse is a URI with a
+                          scheme (hdfs://, s3://, ...); "none" ships the local archive instead
   DEPLOY_ENV_CACHE        where packed archives are cached (default: ~/.cache/recs-deploy)
   DEPLOY_PYTHON           with DEPLOY_SHIP_ENV=0: the Python on the nodes (default: Spark's choice)
   DEPLOY_PROPERTIES_FILE  properties file (default: deploy/spark-defaults.conf); the cluster's
@@ -151,12 +157,15 @@ esac
 job_args=()
 files=()
 run_date=""
+lakehouse=""
 while [[ $# -gt 0 ]]; do
   arg=$1
   shift
   case "$arg" in
     --date) run_date=${1:-}; job_args+=("$arg" "${1:-}"); shift || true ;;
     --date=*) run_date=${arg#--date=}; job_args+=("$arg") ;;
+    --lakehouse) lakehouse=${1:-}; job_args+=("$arg" "${1:-}"); shift || true ;;
+    --lakehouse=*) lakehouse=${arg#--lakehouse=}; job_args+=("$arg") ;;
     --config | --config=*)
       if [[ $arg == --config ]]; then cfg_file=${1:-}; shift || true; else cfg_file=${arg#--config=}; fi
       if [[ $mode == cluster ]]; then
@@ -227,6 +236,61 @@ pack_env() { # pack_env OUTPUT
   trap - EXIT
 }
 
+# --- the archive store: one archive per build of recs, on storage every node reads -----------
+# A store archive is localised by YARN from the cluster's own storage (and kept in the node
+# manager's cache across applications) instead of being uploaded from here for every run.
+store=${DEPLOY_ENV_STORE:-}
+store_explicit=1
+if [[ -z $store ]]; then
+  store_explicit=0
+  if [[ $lakehouse == *://* && $lakehouse != file:* ]]; then store=${lakehouse%/}/_deploy/envs; fi
+fi
+[[ $store != none ]] || store=""
+
+hadoop_cli() {
+  if [[ -n ${HADOOP_HOME:-} && -x $HADOOP_HOME/bin/hadoop ]]; then echo "$HADOOP_HOME/bin/hadoop"; else command -v hadoop || true; fi
+}
+store_local_path() { # a plain or file: path, else nothing
+  case "$1" in
+    file://*) echo "${1#file://}" ;;
+    file:*) echo "${1#file:}" ;;
+    *://*) ;;
+    *) echo "$1" ;;
+  esac
+}
+store_has() { # store_has URI
+  local path tool
+  path=$(store_local_path "$1")
+  if [[ -n $path ]]; then [[ -f $path ]]; return; fi
+  tool=$(hadoop_cli)
+  [[ -n $tool ]] || return 2
+  "$tool" fs -test -e "$1" 2>/dev/null
+}
+store_put() { # store_put LOCAL URI: upload under a temporary name, then rename (atomic for readers)
+  local path tool tmp
+  path=$(store_local_path "$2")
+  tmp="$(dirname "$2")/.partial-$$-$(basename "$2")"
+  if [[ -n $path ]]; then
+    mkdir -p "$(dirname "$path")" && cp "$1" "$(store_local_path "$tmp")" && mv -f "$(store_local_path "$tmp")" "$path"
+    return
+  fi
+  tool=$(hadoop_cli)
+  [[ -n $tool ]] || return 2
+  "$tool" fs -mkdir -p "$(dirname "$2")" && "$tool" fs -put -f "$1" "$tmp" && "$tool" fs -mv "$tmp" "$2"
+}
+store_failed() { # store_failed MESSAGE: fatal for a store the user named, a note for the default
+  if [[ $store_explicit == 1 ]]; then die "DEPLOY_ENV_STORE=$store: $1"; fi
+  note "env store $store: $1; shipping the local archive (DEPLOY_ENV_STORE=none silences this)"
+  store=""
+}
+
+# Executors run Python only to rank (score) and for data-parallel training ranks (train). In
+# client mode the other steps need the environment on this machine alone, not on the nodes.
+if [[ $ship == 1 && $mode == client && " ingest features evaluate " == *" $step "* ]]; then
+  ship=0
+  if [[ -x $venv_python ]]; then DEPLOY_PYTHON=${DEPLOY_PYTHON:-$venv_python}; fi
+fi
+
 conf=()
 submit_env=()
 if [[ $ship == 1 ]]; then
@@ -241,7 +305,20 @@ if [[ $ship == 1 ]]; then
       key="<not-installed>"
     fi
     archive=$cache/recs-env-$key.tar.gz
-    if [[ ! -f $archive ]]; then
+    stored=""
+    if [[ -n $store ]]; then
+      stored=${store%/}/recs-env-$key.tar.gz
+      store_has "$stored" && found=0 || found=$?
+      if [[ $found == 0 ]]; then
+        note "reusing $stored"
+        archive=$stored
+        stored=""
+      elif [[ $found == 2 ]]; then
+        store_failed "no hadoop command to reach it (set HADOOP_HOME or put hadoop on PATH)"
+        stored=""
+      fi
+    fi
+    if [[ $archive != *://* && ! -f $archive ]]; then
       if [[ $dry_run == 1 ]]; then
         note "dry run: $archive is not packed yet; a real run packs it first"
       else
@@ -253,6 +330,17 @@ if [[ $ship == 1 ]]; then
         fi
         [[ -f $archive ]] || pack_env "$archive"
         exec 9>&- # release the lock now, not when spark-submit ends
+      fi
+    fi
+    if [[ -n $stored ]]; then
+      if [[ $dry_run == 1 ]]; then
+        note "dry run: a real run uploads $archive to $stored"
+        archive=$stored
+      elif store_put "$archive" "$stored"; then
+        note "uploaded $archive to $stored (later runs of this build reuse it)"
+        archive=$stored
+      else
+        store_failed "could not upload $stored"
       fi
     fi
   elif [[ $dry_run == 1 ]]; then

@@ -85,6 +85,76 @@ def test_prefetched_jars_are_shipped_with_jars_instead_of_resolved(tmp_path):
     assert refused.returncode == 2 and "holds no .jar files" in refused.stderr
 
 
+def shipped_archive(done: subprocess.CompletedProcess) -> str | None:
+    import shlex
+
+    assert done.returncode == 0, done.stderr
+    archives = option(shlex.split(done.stdout), "--archives")
+    return archives and archives.removesuffix("#environment")
+
+
+def test_only_steps_whose_executors_run_python_ship_the_environment(tmp_path):
+    """Ranking (score) and training ranks run Python on executors; the other steps are JVM
+    work there, so a backfill of ingest + features unpacks no archive on any node."""
+    cache = {"DEPLOY_SHIP_ENV": "1", "SPARK_MASTER": "yarn", "DEPLOY_ENV_CACHE": str(tmp_path)}
+    args = ("--date", "2026-01-02", "--lakehouse", "/data/lh")
+
+    for step in ("score", "train", "nightly"):
+        assert shipped_archive(wrapper(step, *args, **cache)), step
+    for step in ("ingest", "features", "evaluate"):
+        done = wrapper(step, *args, **cache)
+        assert shipped_archive(done) is None, step
+        assert f"spark.pyspark.driver.python={sys.prefix}/bin/python" in done.stdout
+    # A driver on the cluster (cluster mode) needs the environment whatever the step.
+    assert shipped_archive(wrapper("ingest", *args, **cache, DEPLOY_MODE="cluster"))
+
+
+def test_an_archive_already_in_the_store_is_reused_and_a_new_one_is_uploaded(tmp_path):
+    cache, store = tmp_path / "cache", tmp_path / "store"
+    env = {"DEPLOY_SHIP_ENV": "1", "SPARK_MASTER": "yarn", "DEPLOY_ENV_CACHE": str(cache)}
+    args = ("score", "--date", "2026-01-02", "--lakehouse", "/data/lh")
+    local = Path(shipped_archive(wrapper(*args, **env)))
+    assert local.parent == cache and local.name.startswith("recs-env-")
+
+    # Not in the store yet: a dry run says it would upload, and names the store's copy.
+    done = wrapper(*args, **env, DEPLOY_ENV_STORE=str(store))
+    assert shipped_archive(done) == str(store / local.name)
+    assert "uploads" in done.stderr and not store.exists()
+
+    # In the store: used as it is, nothing packed or uploaded.
+    store.mkdir()
+    (store / local.name).write_bytes(b"an archive of this build")
+    done = wrapper(*args, **env, DEPLOY_ENV_STORE=f"file://{store}")
+    assert shipped_archive(done) == f"file://{store}/{local.name}"
+    assert "reusing" in done.stderr and "pack" not in done.stderr
+
+    # An archive of another build is not this build's.
+    (store / local.name).rename(store / "recs-env-0.0.0-0000000000000000.tar.gz")
+    assert shipped_archive(wrapper(*args, **env, DEPLOY_ENV_STORE=str(store))) == str(store / local.name)
+
+
+def test_the_default_store_is_beside_a_remote_lakehouse_and_an_unreachable_one_is_said(tmp_path):
+    env = {"DEPLOY_SHIP_ENV": "1", "SPARK_MASTER": "yarn", "DEPLOY_ENV_CACHE": str(tmp_path)}
+    env["PATH"] = "/usr/bin:/bin"  # no hadoop command here
+    args = ("score", "--date", "2026-01-02", "--lakehouse", "hdfs://nn:8020/recs/")
+
+    # The default store cannot be reached without hadoop: a note, and the local archive ships.
+    done = wrapper(*args, **env)
+    assert "hdfs://nn:8020/recs/_deploy/envs" in done.stderr and "no hadoop command" in done.stderr
+    assert Path(shipped_archive(done)).parent == tmp_path
+
+    # A store the user named that cannot be reached fails in one line naming the variable.
+    refused = wrapper(*args, **env, DEPLOY_ENV_STORE="s3a://bucket/envs")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == (
+        "spark-submit.sh: DEPLOY_ENV_STORE=s3a://bucket/envs: no hadoop command to reach it "
+        "(set HADOOP_HOME or put hadoop on PATH)"
+    )
+    # none: the local archive, without a word about stores.
+    done = wrapper(*args, **env, DEPLOY_ENV_STORE="none")
+    assert Path(shipped_archive(done)).parent == tmp_path and "env store" not in done.stderr
+
+
 def test_every_array_expansion_is_safe_under_set_u_on_old_bash():
     """bash before 4.4 treats "${a[@]}" of an empty array as unbound under set -u."""
     text = WRAPPER.read_text()

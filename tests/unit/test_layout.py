@@ -86,3 +86,23 @@ def test_every_package_under_recs_is_installed_by_a_non_editable_install():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "recs").rglob("__init__.py")}
     assert found <= listed, sorted(found - listed)
+
+
+def test_only_score_and_train_run_python_on_executors():
+    """deploy/spark-submit.sh ships the environment to executors only for the steps that run
+    Python there; a Python UDF anywhere else would fail on nodes without it."""
+    executor_python = {
+        *("mapInArrow", "mapInPandas", "applyInPandas", "applyInArrow", "pandas_udf", "udf", "udtf"),
+        *("foreach", "foreachPartition", "mapPartitions", "TorchDistributor"),
+    }
+    users: set[str] = set()
+    for path in files_of(""):
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+            if isinstance(node, ast.alias):
+                name = node.name
+            if name in executor_python:
+                users.add(path.relative_to(ROOT / "recs").parts[0])
+    assert users <= {"score", "train"}, users
+    text = (ROOT / "deploy" / "spark-submit.sh").read_text()
+    assert '" ingest features evaluate "' in text
