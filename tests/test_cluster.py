@@ -209,49 +209,79 @@ def test_executors_too_big_for_every_node_fail_the_step_with_the_sizes_instead_o
     assert not (tmp_path / "lh" / "events").exists()
 
 
-def test_executors_load_the_promoted_model_through_a_relative_lakehouse(spark, standalone, tmp_path):
-    """The lakehouse is given relative to the submitting directory, and registry paths are
-    relative to the lakehouse: executors, in their own work dirs, must still find the model.
-    A freshly initialised model is registered by hand (training is not what this checks)."""
+def packed_env_of_this_interpreter(dest: Path) -> None:
+    """An env archive as venv-pack lays it out (bin/python at its root) whose Python is this
+    interpreter: the worker runs on this machine, so that is all its executors need."""
+    import io
+    import tarfile
+
+    script = f'#!/bin/sh\nexec "{sys.executable}" "$@"\n'.encode()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest, "w:gz") as tar:
+        entry = tarfile.TarInfo("bin/python")
+        entry.size, entry.mode = len(script), 0o755
+        tar.addfile(entry, io.BytesIO(script))
+
+
+def test_a_model_trained_on_the_driver_ranks_on_executors_from_a_shipped_environment(standalone, tmp_path):
+    """Two days, submitted from a working directory with a relative lakehouse: night 2 trains
+    on the driver and ranks on the executors, which load the model through registry paths
+    relative to the lakehouse and run Python from the archive shipped through a store; a
+    rerun of the score step reuses the stored archive and writes the same rows."""
+    import shlex
+
     from deltalake import DeltaTable
 
-    from recs.config import load_config
-    from recs.features.spec import load_spec
-    from recs.model.artifacts import save_model
-    from recs.model.dlrm import build_model
-    from recs.model.registry import GateDecision, record_model
     from recs.sample_data import generate
 
-    url, _, _ = standalone
-    generate(tmp_path, users=60, items=30, days=1, start=DAY, seed=17)
-    env = submit_env(url, RECS_SCORE__K="10", RECS_SCORE__ADS_PER_USER="3")
-    args = ["--date", str(DAY), "--lakehouse", "lh", "--raw", "raw"]
-    for step in ("ingest", "features"):
-        done = submit([step, *args], env, cwd=tmp_path)
+    url, work, _ = standalone
+    second = DAY + dt.timedelta(days=1)
+    generate(tmp_path, users=120, items=60, days=2, start=DAY, seed=11)
+    cache, store = tmp_path / "env-cache", tmp_path / "env-store"
+    # A floor of 0 promotes whatever one day of 120 users teaches (the gate has its own tests):
+    # this checks where the model is trained and how executors reach it.
+    overrides = {"RECS_TRAIN__WINDOW_DAYS": "3", "RECS_TRAIN__EPOCHS": "2", "RECS_TRAIN__AUC_FLOOR": "0"}
+    env = submit_env(
+        url, **overrides, RECS_SCORE__K="10", RECS_SCORE__ADS_PER_USER="3",
+        DEPLOY_SHIP_ENV="1", DEPLOY_ENV_CACHE=str(cache), DEPLOY_ENV_STORE=str(store),
+    )  # fmt: skip
+    args = ["--lakehouse", "lh", "--raw", "raw"]
+    # The archive the wrapper would pack for this build, made by hand (packing needs a
+    # non-editable install); the dry run names it.
+    dry = submit(["score", "--date", str(second), *args], env | {"DRY_RUN": "1"}, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    archive = Path(shlex.split(dry.stdout)[shlex.split(dry.stdout).index("--archives") + 1].split("#")[0])
+    packed_env_of_this_interpreter(cache / archive.name)
+
+    def apps() -> set[Path]:
+        return {p for p in work.iterdir() if p.name.startswith("app-")}
+
+    for step in ("ingest", "features"):  # night 1 without its model steps: nothing to train on yet
+        before = apps()
+        done = submit([step, "--date", str(DAY), *args], env, cwd=tmp_path)
         assert done.returncode == 0, (step, done.stdout[-3000:])
-    cfg = load_config(lakehouse=str(tmp_path / "lh"), environ={})
-    spec = load_spec()
-    save_model(
-        build_model(spec, cfg.train.bottom_mlp, cfg.train.top_mlp), tmp_path / "lh" / "models" / "by-hand"
-    )
-    record_model(
-        spark,
-        cfg,
-        model_version="by-hand",
-        train_start=DAY,
-        train_end=DAY,
-        validation_date=DAY,
-        metrics={"auc": 0.5},
-        baseline_auc=None,
-        spec_hash=spec.spec_hash,
-        artifact_path="models/by-hand",
-        decision=GateDecision("promoted", "registered by the test"),
-        run_date=DAY,
-    )
+        # No Python runs on this step's executors, so nothing was shipped to them.
+        (app,) = apps() - before
+        assert not list(app.glob("*/environment")) and not list(app.glob("*/*.tar.gz"))
+    before = apps()
+    done = submit(["nightly", "--date", str(second), *args], env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert f"uploaded {cache / archive.name} to {store / archive.name}" in done.stderr
 
-    done = submit(["score", *args], env, cwd=tmp_path)
-
-    assert done.returncode == 0, done.stdout[-3000:]
-    recs = DeltaTable(str(tmp_path / "lh" / "recommendations")).to_pandas()
-    assert len(recs) > 0 and set(recs.model_version) == {"by-hand"}
+    lh = tmp_path / "lh"
+    registry = DeltaTable(str(lh / "model_registry")).to_pandas()
+    trained = registry[registry.status == "promoted"]
+    assert len(trained) == 1 and trained.artifact_path.iloc[0].startswith("models/")
+    version = trained.model_version.iloc[0]
+    recs = DeltaTable(str(lh / "recommendations")).to_pandas()
+    assert len(recs) > 0 and set(recs.model_version) == {version}
     assert recs.score.between(0, 1).all() and recs.score.nunique() > 1
+    # The executors ranked with the Python of the unpacked archive.
+    (night_app,) = apps() - before
+    assert list(night_app.glob("*/environment/bin/python"))
+
+    again = submit(["score", "--date", str(second), *args], env, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert f"reusing {store / archive.name}" in again.stderr and "uploaded" not in again.stderr
+    rerun = DeltaTable(str(lh / "recommendations")).to_pandas()
+    assert canonical(rerun) == canonical(recs)
