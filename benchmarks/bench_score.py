@@ -10,6 +10,10 @@ leaves one). Timed, as medians after a warm-up, in one process:
 * floor    -- ``DLRM.predict_numpy`` on the same number of rows in plain PyTorch, same batch size,
               with as many threads as Spark has cores.
 
+``--scale N`` repeats the assembled pool rows N times for the ranking and floor timings, to
+see the per-row cost once the fixed cost of a Spark job (scheduling, Python workers, model
+load) is spread over more rows.
+
 Usage: ``python benchmarks/bench_score.py --lakehouse bench-pipeline/lakehouse --date 2026-01-06``.
 """
 
@@ -32,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--date", type=dt.date.fromisoformat, default=dt.date(2026, 1, 6))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--shuffle-partitions", type=int, default=8)
+    p.add_argument("--scale", type=int, default=1, help="repeat the ranked rows this many times")
     args = p.parse_args(argv)
     quiet_logs()
 
@@ -60,7 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     keep = ["user_id", "item_id", "is_ad"]
     features = score.ranking_inputs(
         rows, inputs.users, inputs.item_features, inputs.history, model.spec, None, keep
-    ).localCheckpoint()
+    )
+    if args.scale > 1:
+        features = features.crossJoin(spark.range(args.scale).withColumnRenamed("id", "copy")).drop("copy")
+    features = features.localCheckpoint()
     ranked_rows = features.count()
     width = (model.spec.num_dense, model.spec.sparse_width)
 
