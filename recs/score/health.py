@@ -35,13 +35,26 @@ def _bad(c: str) -> F.Column:
     return F.col(c).isNull() | F.isnan(c) | (F.col(c) < 0)
 
 
+def _one_row(*aggregates: DataFrame) -> dict:
+    """Single-row aggregates side by side, computed by one query: Spark plans them together
+    (and reuses their common scans) instead of running a job per figure."""
+    row = aggregates[0]
+    for other in aggregates[1:]:
+        row = row.crossJoin(other)
+    return row.first().asDict()
+
+
 def recommendation_figures(
     recs: DataFrame, known_users: DataFrame, previous: DataFrame, catalog: DataFrame, k: int
 ) -> dict[str, float | None]:
-    """Figures of one rec_date's recommendations (all Spark aggregates, a row or two each)."""
+    """Figures of one rec_date's recommendations (all Spark aggregates, one row back)."""
     per_user = recs.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"))
-    users = per_user.agg(F.count(F.lit(1)).alias("users"), F.count_if(F.col("n") < k).alias("short")).first()
-    missing = known_users.select("user_id").join(per_user, "user_id", "left_anti").count()
+    users = per_user.agg(F.count(F.lit(1)).alias("users"), F.count_if(F.col("n") < k).alias("short"))
+    missing = (
+        known_users.select("user_id")
+        .join(per_user, "user_id", "left_anti")
+        .agg(F.count(F.lit(1)).alias("missing"))
+    )
     slots = recs.groupBy("item_id").agg(F.count(F.lit(1)).alias("slots"))
     everything = Window.partitionBy()
     ranked = slots.withColumn("_r", F.row_number().over(everything.orderBy(F.col("slots").desc(), "item_id")))
@@ -49,40 +62,41 @@ def recommendation_figures(
     share = ranked.agg(
         (F.sum(F.when(F.col("_r") <= F.col("_top"), F.col("slots"))) / F.sum("slots")).alias("top"),
         F.count(F.lit(1)).alias("items"),
-    ).first()
-    in_stock = catalog.where("in_stock").count()
+    )
+    in_stock = catalog.agg(F.count_if(F.col("in_stock")).alias("in_stock"))
     overlap = (
         recs.select("user_id", "item_id")
         .join(previous.select("user_id", "item_id", F.lit(1).alias("_was")), ["user_id", "item_id"], "left")
         .join(previous.select("user_id").distinct(), "user_id")
         .groupBy("user_id")
         .agg((F.count("_was") / F.count(F.lit(1))).alias("o"))
-        .agg(F.avg("o"))
-        .first()[0]
+        .agg(F.avg("o").alias("overlap"))
     )
-    bad = recs.where(_bad("score")).count()
+    bad = recs.agg(F.count_if(_bad("score")).alias("bad"))
+    f = _one_row(users, missing, share, in_stock, overlap, bad)
     return {
-        "users_with_rows": float(users.users),  # counted, not checked
-        "users_short_of_k": float(users.short),
-        "short_user_share": (users.short / users.users) if users.users else None,
-        "users_without_rows": float(missing),
-        "top1pct_slot_share": None if share.top is None else float(share.top),
-        "catalog_coverage": (share["items"] / in_stock) if in_stock else None,
-        "overlap_with_previous": None if overlap is None else float(overlap),
-        "bad_scores": float(bad),
+        "users_with_rows": float(f["users"]),  # counted, not checked
+        "users_short_of_k": float(f["short"]),
+        "short_user_share": (f["short"] / f["users"]) if f["users"] else None,
+        "users_without_rows": float(f["missing"]),
+        "top1pct_slot_share": None if f["top"] is None else float(f["top"]),
+        "catalog_coverage": (f["items"] / f["in_stock"]) if f["in_stock"] else None,
+        "overlap_with_previous": None if f["overlap"] is None else float(f["overlap"]),
+        "bad_scores": float(f["bad"]),
     }
 
 
 def ad_figures(ads: DataFrame) -> dict[str, float | None]:
     """Figures of one rec_date's ad candidates: depth per user, campaign concentration, bad pCTRs."""
-    per_user = ads.groupBy("user_id").agg(F.count(F.lit(1)).alias("n")).agg(F.avg("n")).first()[0]
+    per_user = ads.groupBy("user_id").agg(F.count(F.lit(1)).alias("n")).agg(F.avg("n").alias("per_user"))
     per_campaign = ads.groupBy("campaign_id").agg(F.count(F.lit(1)).alias("n"))
-    top = per_campaign.agg((F.max("n") / F.sum("n")).alias("share")).first().share
-    bad = ads.where(_bad("pctr") | _bad("ecpm")).count()
+    top = per_campaign.agg((F.max("n") / F.sum("n")).alias("share"))
+    bad = ads.agg(F.count_if(_bad("pctr") | _bad("ecpm")).alias("bad"))
+    f = _one_row(per_user, top, bad)
     return {
-        "ads_per_user": None if per_user is None else float(per_user),
-        "campaign_slot_share": None if top is None else float(top),  # the largest campaign's
-        "bad_ad_scores": float(bad),
+        "ads_per_user": None if f["per_user"] is None else float(f["per_user"]),
+        "campaign_slot_share": None if f["share"] is None else float(f["share"]),  # the largest campaign's
+        "bad_ad_scores": float(f["bad"]),
     }
 
 
