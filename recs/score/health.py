@@ -140,11 +140,13 @@ def pacing_figures(paced: DataFrame, unpaced: DataFrame, budgets: DataFrame) -> 
     """What pacing cost: planned eCPM against the unpaced ranking's, and the campaigns it held back."""
     from recs.score.pacing import planned_spend
 
-    planned = paced.agg(F.sum("ecpm")).first()[0]
-    free = unpaced.agg(F.sum("ecpm")).first()[0]
-    over = planned_spend(unpaced, budgets).where(~within_budget())
+    f = _one_row(
+        paced.agg(F.sum("ecpm").alias("planned")),
+        unpaced.agg(F.sum("ecpm").alias("free")),
+        planned_spend(unpaced, budgets).agg(F.count_if(~within_budget()).alias("over")),
+    )
     return {
-        "planned_ecpm": float(planned or 0.0),
-        "unpaced_ecpm": float(free or 0.0),
-        "campaigns_over_budget_unpaced": float(over.count()),
+        "planned_ecpm": float(f["planned"] or 0.0),
+        "unpaced_ecpm": float(f["free"] or 0.0),
+        "campaigns_over_budget_unpaced": float(f["over"]),
     }
