@@ -89,9 +89,9 @@ def _num(v: float | None) -> float:
 
 def coverage(recs: DataFrame, catalog: DataFrame, ks: list[int]) -> dict[tuple[str, int | None], float]:
     """Share of the in-stock catalog that appears in anyone's top k."""
-    size = catalog.where("in_stock").count()
     aggs = [F.count_distinct(F.when(F.col("rank") <= k, F.col("item_id"))).alias(f"c{k}") for k in ks]
-    row = recs.agg(*aggs).first()
+    row = recs.agg(*aggs).crossJoin(catalog.agg(F.count_if(F.col("in_stock")).alias("size"))).first()
+    size = row["size"]
     return {("coverage", k): (row[f"c{k}"] / size if size else float("nan")) for k in ks}
 
 
