@@ -288,7 +288,8 @@ store_failed() { # store_failed MESSAGE: fatal for a store the user named, a not
 # client mode the other steps need the environment on this machine alone, not on the nodes.
 if [[ $ship == 1 && $mode == client && " ingest features evaluate " == *" $step "* ]]; then
   ship=0
-  if [[ -x $venv_python ]]; then DEPLOY_PYTHON=${DEPLOY_PYTHON:-$venv_python}; fi
+  # The driver still runs here from the environment; the executors' Python is never started.
+  [[ -n ${DEPLOY_PYTHON:-} || ! -x $venv_python ]] || driver_python=$venv_python
 fi
 
 conf=()
@@ -368,6 +369,8 @@ if [[ $ship == 1 ]]; then
   fi
 elif [[ -n ${DEPLOY_PYTHON:-} ]]; then
   conf+=(--conf "spark.pyspark.python=$DEPLOY_PYTHON" --conf "spark.pyspark.driver.python=$DEPLOY_PYTHON")
+elif [[ -n ${driver_python:-} ]]; then
+  conf+=(--conf "spark.pyspark.driver.python=$driver_python")
 fi
 
 # --- config overrides for a driver that does not run here -----------------------------------

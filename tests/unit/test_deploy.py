@@ -105,6 +105,7 @@ def test_only_steps_whose_executors_run_python_ship_the_environment(tmp_path):
         done = wrapper(step, *args, **cache)
         assert shipped_archive(done) is None, step
         assert f"spark.pyspark.driver.python={sys.prefix}/bin/python" in done.stdout
+        assert "spark.pyspark.python=" not in done.stdout  # never started on the executors
     # A driver on the cluster (cluster mode) needs the environment whatever the step.
     assert shipped_archive(wrapper("ingest", *args, **cache, DEPLOY_MODE="cluster"))
 
