@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from recs.config import Config
 from recs.errors import StepSkipped
-from recs.frames import top_n
+from recs.frames import one_row, top_n
 from recs.schemas import interaction_events
 from recs.values import finite_or_none, metric_text
 
@@ -90,7 +90,7 @@ def _num(v: float | None) -> float:
 def coverage(recs: DataFrame, catalog: DataFrame, ks: list[int]) -> dict[tuple[str, int | None], float]:
     """Share of the in-stock catalog that appears in anyone's top k."""
     aggs = [F.count_distinct(F.when(F.col("rank") <= k, F.col("item_id"))).alias(f"c{k}") for k in ks]
-    row = recs.agg(*aggs).crossJoin(catalog.agg(F.count_if(F.col("in_stock")).alias("size"))).first()
+    row = one_row(recs.agg(*aggs), catalog.agg(F.count_if(F.col("in_stock")).alias("size")))
     size = row["size"]
     return {("coverage", k): (row[f"c{k}"] / size if size else float("nan")) for k in ks}
 

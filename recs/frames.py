@@ -33,3 +33,12 @@ def top_n(
 ) -> DataFrame:
     """The ``n`` highest ``score`` rows per ``key``, ties broken by ``tie`` ascending."""
     return first_rows(df, key, [F.col(score).desc(), F.col(tie)], n, rank)
+
+
+def one_row(*aggregates: DataFrame) -> dict:
+    """Single-row aggregates side by side, computed by one query: Spark plans them together
+    (and reuses their common scans) instead of running a job per figure."""
+    row = aggregates[0]
+    for other in aggregates[1:]:
+        row = row.crossJoin(other)
+    return row.first().asDict()

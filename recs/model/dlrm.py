@@ -336,9 +336,10 @@ class DLRM(nn.Module):
         if self.linear is None:
             return
         x = self.standardised(dense.to(self.dense_mean.device)).double().cpu()
+        ads, label, weight = is_ad.bool().cpu(), label.cpu().double(), weight.cpu().double()
         for col in range(self.head.out_features):
-            rows = is_ad.bool().cpu() if col == 1 else ~is_ad.bool().cpu()
-            y, w = label.cpu()[rows].double(), weight.cpu()[rows].double()
+            rows = ads if col == 1 else ~ads
+            y, w = label[rows], weight[rows]
             if len(y) == 0 or bool((y == y[0]).all()):
                 continue
             coef, intercept = _logistic_regression(x[rows], y, w, l2)

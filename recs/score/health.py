@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recs.config import HealthConfig
+from recs.frames import one_row
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,6 @@ class Check:
 
 def _bad(c: str) -> F.Column:
     return F.col(c).isNull() | F.isnan(c) | (F.col(c) < 0)
-
-
-def _one_row(*aggregates: DataFrame) -> dict:
-    """Single-row aggregates side by side, computed by one query: Spark plans them together
-    (and reuses their common scans) instead of running a job per figure."""
-    row = aggregates[0]
-    for other in aggregates[1:]:
-        row = row.crossJoin(other)
-    return row.first().asDict()
 
 
 def recommendation_figures(
@@ -73,7 +65,7 @@ def recommendation_figures(
         .agg(F.avg("o").alias("overlap"))
     )
     bad = recs.agg(F.count_if(_bad("score")).alias("bad"))
-    f = _one_row(users, missing, share, in_stock, overlap, bad)
+    f = one_row(users, missing, share, in_stock, overlap, bad)
     return {
         "users_with_rows": float(f["users"]),  # counted, not checked
         "users_short_of_k": float(f["short"]),
@@ -92,7 +84,7 @@ def ad_figures(ads: DataFrame) -> dict[str, float | None]:
     per_campaign = ads.groupBy("campaign_id").agg(F.count(F.lit(1)).alias("n"))
     top = per_campaign.agg((F.max("n") / F.sum("n")).alias("share"))
     bad = ads.agg(F.count_if(_bad("pctr") | _bad("ecpm")).alias("bad"))
-    f = _one_row(per_user, top, bad)
+    f = one_row(per_user, top, bad)
     return {
         "ads_per_user": None if f["per_user"] is None else float(f["per_user"]),
         "campaign_slot_share": None if f["share"] is None else float(f["share"]),  # the largest campaign's
@@ -140,7 +132,7 @@ def pacing_figures(paced: DataFrame, unpaced: DataFrame, budgets: DataFrame) -> 
     """What pacing cost: planned eCPM against the unpaced ranking's, and the campaigns it held back."""
     from recs.score.pacing import planned_spend
 
-    f = _one_row(
+    f = one_row(
         paced.agg(F.sum("ecpm").alias("planned")),
         unpaced.agg(F.sum("ecpm").alias("free")),
         planned_spend(unpaced, budgets).agg(F.count_if(~within_budget()).alias("over")),
