@@ -16,7 +16,8 @@ With ``--growth N`` the backfill is also run over the first N days, so the margi
 day is printed next to the total.
 
 Usage: ``python benchmarks/bench_backfill.py [--days 6] [--events 700] [--growth 3]
-[--workdir DIR]``.
+[--repeats 1] [--workdir DIR]``. Whole processes take minutes each, so one run per side
+is the default; the machine's noise shows between repeats.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import dataclasses
 import datetime as dt
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--events", type=int, default=700, help="events per day, about")
     p.add_argument("--growth", type=int, default=0, help="also backfill the first N days")
     p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=1, help="runs of each side; medians are printed")
     p.add_argument("--workdir", type=Path)
     args = p.parse_args(argv)
     if not 0 <= args.growth < args.days:
@@ -111,14 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     env = {"HOME": os.environ.get("HOME", "/tmp"), "PATH": "/usr/bin:/bin", "OMP_WAIT_POLICY": "PASSIVE"}
     env.update({k: v for k, v in os.environ.items() if k in ("JAVA_HOME", "TMPDIR")})
 
-    floor = run_timed([sys.executable, "-c", FLOOR, str(root / "raw"), str(root / "floor")], env)
-    total = backfill(recs, root, args.days, env)
+    floor_cmd = [sys.executable, "-c", FLOOR, str(root / "raw"), str(root / "floor")]
+    floor = statistics.median(run_timed(floor_cmd, env) for _ in range(args.repeats))
+    total = statistics.median(backfill(recs, root, args.days, env) for _ in range(args.repeats))
     print(f"machine: {machine()}; {args.days} days, {lines:,} event lines ({lines / args.days:,.0f}/day)")
     print(f"{'':<34}{'seconds':>10}{'per day':>10}")
     print(f"{'floor (one read, group, write)':<34}{floor:>10.1f}{floor / args.days:>10.1f}")
     print(f"{'recs backfill ingest + features':<34}{total:>10.1f}{total / args.days:>10.1f}")
     if args.growth:
-        part = backfill(recs, root, args.growth, env)
+        part = statistics.median(backfill(recs, root, args.growth, env) for _ in range(args.repeats))
         marginal = (total - part) / (args.days - args.growth)
         print(f"{f'recs backfill, first {args.growth} days':<34}{part:>10.1f}{part / args.growth:>10.1f}")
         print(f"marginal cost of a day: {marginal:.1f} s")
