@@ -383,18 +383,28 @@ class DLRM(nn.Module):
         is_ad: np.ndarray | None = None,
         batch_size: int = 65536,
     ) -> np.ndarray:
-        """Probabilities for numpy inputs (e.g. an Arrow batch inside a Spark UDF), in chunks."""
+        """Probabilities for numpy inputs (e.g. an Arrow batch inside a Spark UDF), in chunks.
+
+        Every chunk holds exactly ``batch_size`` rows (the last is padded): BLAS picks its
+        kernels, and so its rounding, by the number of rows, so without padding a row's score
+        would depend on how many rows it arrived with, and a rerun of the same date that
+        batches rows differently would write scores a bit apart.
+        """
         device = self.dense_mean.device
-        out = np.empty(len(dense), dtype=np.float32)
-        for start in range(0, len(dense), batch_size):
-            stop = start + batch_size
+        rows = len(dense)
+        out = np.empty(rows, dtype=np.float32)
+        for start in range(0, rows, batch_size):
+            stop = min(start + batch_size, rows)
+            pad = batch_size - (stop - start)
+            d = torch.as_tensor(dense[start:stop], dtype=torch.float32, device=device)
+            s = torch.as_tensor(sparse[start:stop], dtype=torch.int64, device=device)
             flag = None if is_ad is None else torch.as_tensor(is_ad[start:stop], device=device)
-            probs = self.predict(
-                torch.as_tensor(dense[start:stop], dtype=torch.float32, device=device),
-                torch.as_tensor(sparse[start:stop], dtype=torch.int64, device=device),
-                flag,
-            )
-            out[start:stop] = probs.cpu().numpy()
+            if pad:
+                # Zeros are valid inputs (sparse 0 is the padding row); their scores are dropped.
+                d = F.pad(d, (0, 0, 0, pad))
+                s = F.pad(s, (0, 0, 0, pad))
+                flag = None if flag is None else F.pad(flag, (0, pad))
+            out[start:stop] = self.predict(d, s, flag)[: stop - start].cpu().numpy()
         return out
 
     def table(self, name: str) -> Tensor:

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -228,6 +229,32 @@ def test_fit_linear_recovers_each_heads_logistic_regression() -> None:
         torch.testing.assert_close(fitted_coef, torch.tensor(coef).double(), atol=0.06, rtol=0)
         fitted = float(model.head.bias.detach()[col] - bias_before[col])
         assert fitted == pytest.approx(intercept, abs=0.06), col
+
+
+def test_a_rows_score_does_not_depend_on_the_rows_it_is_batched_with() -> None:
+    # Spark hands the scorer whatever rows a partition's Arrow batch holds, which can differ
+    # between a run and its rerun; the scores written must not (bit for bit).
+    spec = tiny_spec(dim=16)
+    model = build_model(spec, [64, 16], [256, 64], ads_head=True, seed=1).eval()
+    model.fit_normalizer(random_inputs(spec, 64, seed=12)[0])
+    dense, sparse = (t.numpy() for t in random_inputs(spec, 300, seed=3))
+    is_ad = np.arange(300) % 5 == 0
+    whole = model.predict_numpy(dense, sparse, is_ad, batch_size=128)
+    order = np.random.default_rng(4).permutation(300)
+    parts, start = [], 0
+    for size in [1, 2, 3, 7, 15, 1, 130, 41]:  # some smaller, one larger than a chunk
+        rows = order[start : start + size]
+        parts.append((rows, model.predict_numpy(dense[rows], sparse[rows], is_ad[rows], batch_size=128)))
+        start += size
+    rows = order[start:]
+    parts.append((rows, model.predict_numpy(dense[rows], sparse[rows], is_ad[rows], batch_size=128)))
+    again = np.empty(300, dtype=np.float32)
+    for rows, scores in parts:
+        again[rows] = scores
+    assert np.array_equal(again, whole)
+    with torch.inference_mode():  # and the padding is invisible: same as one plain forward
+        plain = model.predict(torch.from_numpy(dense), torch.from_numpy(sparse), torch.from_numpy(is_ad))
+    np.testing.assert_allclose(whole, plain.numpy(), rtol=1e-5, atol=1e-7)
 
 
 # --------------------------------------------------------------------------- artefacts
