@@ -8,7 +8,7 @@ rows, other dates are untouched, and a crash mid-write leaves the previous versi
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,9 +63,15 @@ def read_range(spark: SparkSession, cfg: Config, name: str, start: dt.date, end:
 
 
 def replace_partition(
-    df: DataFrame, cfg: Config, name: str, date: dt.date, *, tag: str | None = None
+    df: DataFrame,
+    cfg: Config,
+    name: str,
+    date: dt.date | Sequence[dt.date],
+    *,
+    tag: str | None = None,
 ) -> None:
-    """Atomically replace table ``name``'s partition for ``date`` with ``df`` (conformed to the schema).
+    """Atomically replace table ``name``'s partition for ``date`` (or for each of several
+    dates, in the same commit) with ``df`` (conformed to the schema).
 
     ``tag`` is stored as the commit's ``userMetadata`` so ``committed_rows`` can find this
     very commit later, whatever other writers committed meanwhile.
@@ -73,18 +79,25 @@ def replace_partition(
     part = partition_column(name)
     if part is None:
         raise ValueError(f"table {name!r} is not partitioned; use append_rows")
+    dates = [date] if isinstance(date, dt.date) else sorted(set(date))
+    if not dates:
+        raise ValueError(f"table {name!r}: no dates to replace")
+    # Each date is spelled out (not a range): restore_partition finds a date's commits by it.
+    days = ", ".join(f"DATE'{d.isoformat()}'" for d in dates)
+    where = f"{part} = {days}" if len(dates) == 1 else f"{part} IN ({days})"
     out = conform(df, name)
     writer = (
         out.write.format("delta")
         .mode("overwrite")
-        .option("replaceWhere", f"{part} = DATE'{date.isoformat()}'")
+        .option("replaceWhere", where)
         # New nullable columns in schemas/ extend an existing table instead of failing the write.
         .option("mergeSchema", "true")
         .partitionBy(part)
     )
     if tag is not None:
         writer = writer.option("userMetadata", tag)
-    with described(out, f"write {name} {date}"):
+    span = dates[0].isoformat() if len(dates) == 1 else f"{dates[0]}..{dates[-1]}"
+    with described(out, f"write {name} {span}"):
         writer.save(table_path(cfg, name))
 
 

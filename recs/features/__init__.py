@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
@@ -89,27 +90,64 @@ def user_item_as_of(history: History, pairs: DataFrame) -> DataFrame:
     )
 
 
-def write_rollups(spark: SparkSession, cfg: Config, date: dt.date, tag: str) -> dict[str, int]:
+def write_rollups(
+    spark: SparkSession, cfg: Config, dates: Sequence[dt.date], tag: str
+) -> dict[dt.date, dict[str, int]]:
+    """Write the four rollups of ``dates`` (one commit per table); rows per date and table.
+
+    One date is a night. Several are a backfill's first pass: each table's rows for the whole
+    range come from one query, and they are the rows the nights one by one would write, since
+    a day's rollups depend on that day's events, catalog and ads alone. Every date needs its
+    events and catalog snapshot (``rollup_ready`` says which have them).
+    """
     from recs.features import rollups as R
     from recs.tables import committed_rows, read_date, read_range, replace_partition
 
-    items = read_date(spark, cfg, "items", date)
+    dates = sorted(set(dates))
+    if len(dates) == 1:  # a night: an empty partition is an error naming the step to run
+        events = read_date(spark, cfg, "events", dates[0])
+        items = read_date(spark, cfg, "items", dates[0])
+    else:
+        events = read_range(spark, cfg, "events", dates[0], dates[-1]).where(F.col("event_date").isin(dates))
+        items = read_range(spark, cfg, "items", dates[0], dates[-1]).where(F.col("snapshot_date").isin(dates))
     # Ads are optional: a shop without them has an empty ads partition, and no ad events.
-    ads = read_range(spark, cfg, "ads", date, date)
-    events = R.with_item_of_ads(read_date(spark, cfg, "events", date), ads)
-    events.persist(StorageLevel.MEMORY_AND_DISK)  # one day, read by all four rollups
+    ads = read_range(spark, cfg, "ads", dates[0], dates[-1])
+    events = R.with_item_of_ads(events, ads)
+    events.persist(StorageLevel.MEMORY_AND_DISK)  # read by all four rollups
     frames = {
-        "user_daily": R.user_daily(events, date),
-        "item_daily": R.item_daily(events, date),
-        "user_item_daily": R.user_item_daily(events, date),
-        "user_category_daily": R.user_category_daily(events, items, date),
+        "user_daily": R.user_daily(events),
+        "item_daily": R.item_daily(events),
+        "user_item_daily": R.user_item_daily(events),
+        "user_category_daily": R.user_category_daily(events, items),
     }
-    counts = {}
+    counts: dict[dt.date, dict[str, int]] = {d: {} for d in dates}
     for name, df in frames.items():
-        replace_partition(df, cfg, name, date, tag=tag)
-        counts[name] = committed_rows(spark, cfg, name, tag)
+        replace_partition(df, cfg, name, dates, tag=tag)
+        if len(dates) == 1:
+            counts[dates[0]][name] = committed_rows(spark, cfg, name, tag)
+        else:  # the commit's metrics hold one total; a few rows back per table for the range
+            per_date = dict(
+                read_range(spark, cfg, name, dates[0], dates[-1]).groupBy("event_date").count().collect()
+            )
+            for d in dates:
+                counts[d][name] = per_date.get(d, 0)
     events.unpersist()
     return counts
+
+
+def rollup_ready(spark: SparkSession, cfg: Config, dates: Sequence[dt.date]) -> list[dt.date]:
+    """Those of ``dates`` with events and a catalog snapshot: the rest are left to their own
+    night, which fails saying what is missing."""
+    from recs.tables import read_range
+
+    if not dates:
+        return []
+    lo, hi = min(dates), max(dates)
+    present = [
+        {r[0] for r in read_range(spark, cfg, name, lo, hi).select(column).distinct().collect()}
+        for name, column in (("events", "event_date"), ("items", "snapshot_date"))
+    ]
+    return sorted(d for d in set(dates) if all(d in days for days in present))
 
 
 def write_pool(spark: SparkSession, cfg: Config, date: dt.date, tag: str) -> None:
@@ -226,8 +264,14 @@ def canonical_order(examples: DataFrame, cfg: Config) -> DataFrame:
     return examples.repartition(cfg.spark.shuffle_partitions, "user_id").sortWithinPartitions(*keys)
 
 
-def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
-    """Build rollups and features for ``date`` and training examples labelled ``date``."""
+def run(
+    spark: SparkSession, cfg: Config, date: dt.date, *, rollups: dict[str, int] | None = None
+) -> dict[str, int]:
+    """Build rollups and features for ``date`` and training examples labelled ``date``.
+
+    ``rollups``: the rows per table of ``date``'s rollups when a backfill's first pass
+    already wrote them (``write_rollups`` over the range); the night then starts after them.
+    """
     from recs.features.inputs import collision_rates
     from recs.features.spec import load_spec
     from recs.ledger import record_step
@@ -236,7 +280,11 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
     spec = load_spec()
     with record_step(spark, cfg, "features", date) as step:
         tag = f"recs-features-{step.run_id}"
-        step.counts.update({f"{k}_rows": v for k, v in write_rollups(spark, cfg, date, tag).items()})
+        if rollups is None:
+            rollups = write_rollups(spark, cfg, [date], tag)[date]
+        else:
+            step.details["rollups"] = "written by the backfill's range pass"
+        step.counts.update({f"{k}_rows": v for k, v in rollups.items()})
         users, items = features_as_of(read_history(spark, cfg, date), cfg.features)
         replace_partition(users, cfg, "user_features", date, tag=tag)
         step.counts["user_features_rows"] = committed_rows(spark, cfg, "user_features", tag)

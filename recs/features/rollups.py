@@ -1,12 +1,12 @@
-"""Daily rollups: one day of ``events`` summarised per user, item, user x item, user x category.
+"""Daily rollups: each day of ``events`` summarised per user, item, user x item, user x category.
 
-The nightly run reads only day D's events and writes D's rollups; every window feature is
-then a sum over at most 28 rollup partitions, so a 90-day backfill reads each raw day once.
+Every rollup is grouped by ``event_date``: a night passes one day's events and gets that
+day's rows, a backfill passes a range and gets every day's rows from one query per table, the
+same rows either way. Every window feature is then a sum over at most 28 rollup partitions,
+so a 90-day backfill reads each raw day once.
 """
 
 from __future__ import annotations
-
-import datetime as dt
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -38,50 +38,48 @@ def mode_of(df: DataFrame, key: list[str], column: str) -> DataFrame:
 
 
 def with_item_of_ads(events: DataFrame, ads: DataFrame) -> DataFrame:
-    """Ad events name an ad; give them the promoted item so item-level counts include them."""
-    promoted = ads.select("ad_id", F.col("item_id").alias("_ad_item"))
+    """Ad events name an ad; give them the item the ad promoted that day, so item-level counts
+    include them."""
+    promoted = ads.select(
+        "ad_id", F.col("snapshot_date").alias("event_date"), F.col("item_id").alias("_ad_item")
+    )
     return (
-        events.join(F.broadcast(promoted), "ad_id", "left")
+        events.join(F.broadcast(promoted), ["ad_id", "event_date"], "left")
         .withColumn("item_id", F.coalesce("item_id", "_ad_item"))
         .drop("_ad_item")
     )
 
 
-def user_daily(events: DataFrame, date: dt.date) -> DataFrame:
-    counts = events.groupBy("user_id").agg(*count_columns(), F.max("event_time").alias("last_event_time"))
+def user_daily(events: DataFrame) -> DataFrame:
+    key = ["event_date", "user_id"]
+    counts = events.groupBy(*key).agg(*count_columns(), F.max("event_time").alias("last_event_time"))
     with_hour = events.withColumn("hour", F.hour("event_time"))
     out = counts
     for column, name in (("device", "device"), ("country", "country"), ("hour", "top_hour")):
-        out = out.join(
-            mode_of(with_hour, ["user_id"], column).withColumnRenamed(column, name), "user_id", "left"
-        )
-    return out.withColumn("event_date", F.lit(date))
+        out = out.join(mode_of(with_hour, key, column).withColumnRenamed(column, name), key, "left")
+    return out
 
 
-def item_daily(events: DataFrame, date: dt.date) -> DataFrame:
+def item_daily(events: DataFrame) -> DataFrame:
+    return events.where(F.col("item_id").isNotNull()).groupBy("event_date", "item_id").agg(*count_columns())
+
+
+def user_item_daily(events: DataFrame) -> DataFrame:
     return (
         events.where(F.col("item_id").isNotNull())
-        .groupBy("item_id")
-        .agg(*count_columns())
-        .withColumn("event_date", F.lit(date))
-    )
-
-
-def user_item_daily(events: DataFrame, date: dt.date) -> DataFrame:
-    return (
-        events.where(F.col("item_id").isNotNull())
-        .groupBy("user_id", "item_id")
+        .groupBy("event_date", "user_id", "item_id")
         .agg(*count_columns(), F.max("event_time").alias("last_event_time"))
-        .withColumn("event_date", F.lit(date))
     )
 
 
-def user_category_daily(events: DataFrame, items: DataFrame, date: dt.date) -> DataFrame:
-    categories = items.select("item_id", "category_id").where(F.col("category_id").isNotNull())
+def user_category_daily(events: DataFrame, items: DataFrame) -> DataFrame:
+    """Interactions per user and category, each event's item as the catalog stood that day."""
+    categories = items.select("item_id", F.col("snapshot_date").alias("event_date"), "category_id").where(
+        F.col("category_id").isNotNull()
+    )
     return (
         events.where(F.col("event_type").isin(*INTERACTIONS))
-        .join(categories, "item_id")
-        .groupBy("user_id", "category_id")
+        .join(categories, ["item_id", "event_date"])
+        .groupBy("event_date", "user_id", "category_id")
         .agg(F.count(F.lit(1)).alias("interactions"))
-        .withColumn("event_date", F.lit(date))
     )
