@@ -122,6 +122,15 @@ def succeeded_steps(spark: SparkSession, cfg: Config, date: dt.date) -> set[str]
     return {r.step for r in rows.collect()}
 
 
+def succeeded_dates(spark: SparkSession, cfg: Config, step: str, dates: list[dt.date]) -> set[dt.date]:
+    """Those of ``dates`` whose latest ``step`` run succeeded (or was skipped): one query for a range."""
+    latest = latest_runs(spark, cfg)
+    if latest is None or not dates:
+        return set()
+    done = (F.col("step") == step) & F.col("run_date").isin(dates) & F.col("status").isin(*DONE_STATUSES)
+    return {r.run_date for r in latest.where(done).select("run_date").collect()}
+
+
 STALE_RUNNING = dt.timedelta(hours=24)
 
 

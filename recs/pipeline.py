@@ -107,10 +107,13 @@ def nightly(
     force: bool = False,
     force_train: bool = False,
     profiler: SparkProfiler | None = None,
+    rollups: dict[str, int] | None = None,
 ) -> NightReport:
     """Run the night's steps in order; stop at the first failure (the report says which).
 
     With a ``profiler``, each step that runs is measured by it (jobs, queries, scans, commits).
+    ``rollups``: the date's rollups were written by a backfill's range pass (rows per table),
+    so the features step starts after them.
     """
     from recs.model.registry import promoted_model
 
@@ -134,8 +137,9 @@ def nightly(
             continue
         started = time.perf_counter()
         try:
+            options = {"rollups": rollups} if step == "features" and rollups is not None else {}
             with profiler.measure(step) if profiler else nullcontext():
-                result = step_function(step)(spark, cfg, date)
+                result = step_function(step)(spark, cfg, date, **options)
         except StepSkipped as exc:
             report.skipped[step] = str(exc)
             log.warning("nightly %s: %s skipped: %s", date, step, exc)
@@ -174,9 +178,87 @@ def backfill(
     on_day: Callable[[NightReport], None] | None = None,
     profiler: SparkProfiler | None = None,
 ) -> list[NightReport]:
-    """Nights ``start..end`` in date order (later days build on earlier rollups); stops at a failure."""
+    """Nights ``start..end`` in date order (later days build on earlier rollups); stops at a failure.
+
+    Over several days the work that does not depend on earlier nights goes first, for the
+    whole range: every day's ingest, then the rollups of all the days whose features step is
+    due, one query and one commit per table instead of one per table and day. Each night then
+    runs its remaining steps as it would alone; the tables end the same as nights one by one.
+    """
+    wanted = [s for s in STEPS if s in set(steps)]
+    days = date_range(start, end)
+    if len(days) == 1 or "features" not in wanted:
+        return _one_by_one(spark, cfg, days, wanted, force, on_day, profiler)
+
+    ingested: dict[dt.date, NightReport] = {}
+    ready = days
+    if "ingest" in wanted:
+        for i, day in enumerate(days):
+            ingested[day] = nightly(spark, cfg, day, steps=["ingest"], force=force, profiler=profiler)
+            if not ingested[day].ok:  # the nights before it still run; the backfill stops there
+                ready = days[:i]
+                break
+    rollups = range_rollups(spark, cfg, ready, force, profiler)
+
     reports = []
-    for day in date_range(start, end):
+    rest = [s for s in wanted if s != "ingest"]
+    for day in ready:
+        report = nightly(
+            spark, cfg, day, steps=rest, force=force, profiler=profiler, rollups=rollups.get(day)
+        )
+        if day in ingested:
+            report = _joined(ingested[day], report)
+        reports.append(report)
+        if on_day:
+            on_day(report)
+        if not report.ok:
+            return reports
+    failed = [r for r in ingested.values() if not r.ok]
+    for report in failed:
+        reports.append(report)
+        if on_day:
+            on_day(report)
+    return reports
+
+
+def range_rollups(
+    spark: SparkSession, cfg: Config, days: list[dt.date], force: bool, profiler: SparkProfiler | None
+) -> dict[dt.date, dict[str, int]]:
+    """Rollups of the days whose features step is due, in one pass; rows per day and table."""
+    import uuid
+
+    from recs.features import rollup_ready, write_rollups
+    from recs.ledger import succeeded_dates
+
+    done = set() if force else succeeded_dates(spark, cfg, "features", days)
+    due = [d for d in days if d not in done]
+    ready = rollup_ready(spark, cfg, due)
+    if len(ready) < 2:  # nothing to share: each night writes its own
+        return {}
+    log.info("backfill: rollups of %d days (%s..%s) in one pass", len(ready), ready[0], ready[-1])
+    try:
+        with profiler.measure("rollups") if profiler else nullcontext():
+            return write_rollups(spark, cfg, ready, f"recs-rollups-{uuid.uuid4().hex}")
+    except Exception as exc:  # each night then writes its own, and its report says what failed
+        log.warning(
+            "backfill: rollups of the range failed (%s: %s); writing them night by night",
+            type(exc).__name__,
+            exc,
+        )
+        return {}
+
+
+def _one_by_one(
+    spark: SparkSession,
+    cfg: Config,
+    days: list[dt.date],
+    steps: list[str],
+    force: bool,
+    on_day: Callable[[NightReport], None] | None,
+    profiler: SparkProfiler | None,
+) -> list[NightReport]:
+    reports = []
+    for day in days:
         report = nightly(spark, cfg, day, steps=steps, force=force, profiler=profiler)
         reports.append(report)
         if on_day:
@@ -184,3 +266,11 @@ def backfill(
         if not report.ok:
             break
     return reports
+
+
+def _joined(first: NightReport, then: NightReport) -> NightReport:
+    """One night's report from its ingest (run ahead with the range's) and the steps after."""
+    then.ran = first.ran + then.ran
+    then.skipped = {**first.skipped, **then.skipped}
+    then.seconds = {**first.seconds, **then.seconds}
+    return then
