@@ -23,6 +23,7 @@ from recs.features.spec import FeatureSpec
 log = logging.getLogger("recs")
 
 ROLLUPS = ("user_daily", "item_daily", "user_item_daily", "user_category_daily")
+WINDOW_TABLES = ("user_features", "item_features")
 
 
 @dataclass(frozen=True)
@@ -38,31 +39,36 @@ class History:
     items: DataFrame
 
 
-def read_history(spark: SparkSession, cfg: Config, as_of: dt.date) -> History:
+def read_history(spark: SparkSession, cfg: Config, as_of: dt.date, since: dt.date | None = None) -> History:
+    """The rollups and catalog that features as of ``as_of`` read; with ``since``, those of
+    every as-of date from ``since`` to ``as_of`` (a backfill's range)."""
     from recs.features.windows import LONGEST
     from recs.tables import read_range
 
-    start = as_of - dt.timedelta(days=LONGEST - 1)
+    first = since or as_of
+    start = first - dt.timedelta(days=LONGEST - 1)
     rollups = {name: read_range(spark, cfg, name, start, as_of) for name in ROLLUPS}
-    return History(as_of=as_of, items=read_range(spark, cfg, "items", as_of, as_of), **rollups)
+    return History(as_of=as_of, items=read_range(spark, cfg, "items", first, as_of), **rollups)
 
 
-def features_as_of(history: History, f: FeaturesConfig) -> tuple[DataFrame, DataFrame]:
-    """(user_features, item_features) as of the history's last day."""
+def features_as_of(
+    history: History, f: FeaturesConfig, dates: Sequence[dt.date] | None = None
+) -> tuple[DataFrame, DataFrame]:
+    """(user_features, item_features) as of the history's last day, or as of each of ``dates``
+    (from a history that covers all their windows)."""
     from recs.features.windows import item_window_features, user_window_features
 
+    as_of = history.as_of if dates is None else dates
     users = user_window_features(
         history.user_daily,
         history.user_item_daily,
         history.user_category_daily,
-        history.as_of,
+        as_of,
         top_categories=f.top_categories,
         recent_items=f.recent_items,
         ctr_prior=f.ctr_prior_impressions,
     )
-    items = item_window_features(
-        history.item_daily, history.items, history.as_of, ctr_prior=f.ctr_prior_impressions
-    )
+    items = item_window_features(history.item_daily, history.items, as_of, ctr_prior=f.ctr_prior_impressions)
     return users, items
 
 
@@ -101,7 +107,7 @@ def write_rollups(
     events and catalog snapshot (``rollup_ready`` says which have them).
     """
     from recs.features import rollups as R
-    from recs.tables import committed_rows, read_date, read_range, replace_partition
+    from recs.tables import read_date, read_range
 
     dates = sorted(set(dates))
     if len(dates) == 1:  # a night: an empty partition is an error naming the step to run
@@ -120,18 +126,41 @@ def write_rollups(
         "user_item_daily": R.user_item_daily(events),
         "user_category_daily": R.user_category_daily(events, items),
     }
+    try:
+        return write_dated(spark, cfg, frames, dates, tag)
+    finally:
+        events.unpersist()
+
+
+def write_window_features(
+    spark: SparkSession, cfg: Config, dates: Sequence[dt.date], tag: str
+) -> dict[dt.date, dict[str, int]]:
+    """Write ``user_features`` and ``item_features`` as of each of ``dates`` (one query and one
+    commit per table); rows per date and table. The rollups of every window must be written."""
+    dates = sorted(set(dates))
+    history = read_history(spark, cfg, dates[-1], since=dates[0])
+    users, items = features_as_of(history, cfg.features, dates)
+    return write_dated(spark, cfg, {"user_features": users, "item_features": items}, dates, tag)
+
+
+def write_dated(
+    spark: SparkSession, cfg: Config, frames: dict[str, DataFrame], dates: list[dt.date], tag: str
+) -> dict[dt.date, dict[str, int]]:
+    """Replace ``dates``' partitions of each table with its frame; rows per date and table."""
+    from recs.schemas import partition_column
+    from recs.tables import committed_rows, read_range, replace_partition
+
     counts: dict[dt.date, dict[str, int]] = {d: {} for d in dates}
     for name, df in frames.items():
         replace_partition(df, cfg, name, dates, tag=tag)
         if len(dates) == 1:
             counts[dates[0]][name] = committed_rows(spark, cfg, name, tag)
-        else:  # the commit's metrics hold one total; a few rows back per table for the range
-            per_date = dict(
-                read_range(spark, cfg, name, dates[0], dates[-1]).groupBy("event_date").count().collect()
-            )
-            for d in dates:
-                counts[d][name] = per_date.get(d, 0)
-    events.unpersist()
+            continue
+        # The commit's metrics hold one total; a few rows back per table for the range.
+        written = read_range(spark, cfg, name, dates[0], dates[-1]).groupBy(partition_column(name)).count()
+        per_date = {r[0]: r[1] for r in written.collect()}
+        for d in dates:
+            counts[d][name] = per_date.get(d, 0)
     return counts
 
 
@@ -265,12 +294,12 @@ def canonical_order(examples: DataFrame, cfg: Config) -> DataFrame:
 
 
 def run(
-    spark: SparkSession, cfg: Config, date: dt.date, *, rollups: dict[str, int] | None = None
+    spark: SparkSession, cfg: Config, date: dt.date, *, written: dict[str, int] | None = None
 ) -> dict[str, int]:
     """Build rollups and features for ``date`` and training examples labelled ``date``.
 
-    ``rollups``: the rows per table of ``date``'s rollups when a backfill's first pass
-    already wrote them (``write_rollups`` over the range); the night then starts after them.
+    ``written``: rows per table of what a backfill's range pass already wrote for ``date``
+    (its rollups, and its window features); the night goes on from there.
     """
     from recs.features.inputs import collision_rates
     from recs.features.spec import load_spec
@@ -280,16 +309,14 @@ def run(
     spec = load_spec()
     with record_step(spark, cfg, "features", date) as step:
         tag = f"recs-features-{step.run_id}"
-        if rollups is None:
-            rollups = write_rollups(spark, cfg, [date], tag)[date]
-        else:
-            step.details["rollups"] = "written by the backfill's range pass"
-        step.counts.update({f"{k}_rows": v for k, v in rollups.items()})
-        users, items = features_as_of(read_history(spark, cfg, date), cfg.features)
-        replace_partition(users, cfg, "user_features", date, tag=tag)
-        step.counts["user_features_rows"] = committed_rows(spark, cfg, "user_features", tag)
-        replace_partition(items, cfg, "item_features", date, tag=tag)
-        step.counts["item_features_rows"] = committed_rows(spark, cfg, "item_features", tag)
+        done = dict(written or {})
+        if done:
+            step.details["range_pass"] = sorted(done)
+        if not set(ROLLUPS) <= set(done):
+            done.update(write_rollups(spark, cfg, [date], tag)[date])
+        if not set(WINDOW_TABLES) <= set(done):
+            done.update(write_window_features(spark, cfg, [date], tag)[date])
+        step.counts.update({f"{k}_rows": v for k, v in done.items()})
         write_pool(spark, cfg, date, tag)
         step.counts["candidate_pool_rows"] = committed_rows(spark, cfg, "candidate_pool", tag)
         step.details["pool_by_source"] = rows_by(spark, cfg, "candidate_pool", date, "candidate_source")

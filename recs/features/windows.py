@@ -7,6 +7,7 @@ catalog snapshot of X. A training example labelled D is built from features as o
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -18,74 +19,96 @@ WINDOWS: tuple[int, ...] = tuple(table_doc("user_features")["windows"])
 LONGEST = max(WINDOWS)
 
 
-def window_sums(daily: DataFrame, key: list[str], as_of: dt.date) -> DataFrame:
-    """Per key, each rollup count summed over each window ending at ``as_of``."""
-    age = F.datediff(F.lit(as_of), F.col("event_date"))
+AsOf = dt.date | Sequence[dt.date]
+
+
+def as_of_dates(like: DataFrame, as_of: AsOf) -> DataFrame:
+    """The as-of dates as a one-column frame (``as_of_date``) in ``like``'s session."""
+    dates = [as_of] if isinstance(as_of, dt.date) else sorted(set(as_of))
+    return like.sparkSession.createDataFrame([(d,) for d in dates], "as_of_date date")
+
+
+def in_windows(daily: DataFrame, as_of: AsOf) -> DataFrame:
+    """Each rollup row once for every as-of date whose longest window holds it, with that
+    ``as_of_date`` and the row's ``_age`` in days: every feature is then a group-by on
+    ``as_of_date`` and its key, for one night or a backfill's whole range alike."""
+    age = F.datediff(F.col("as_of_date"), F.col("event_date"))
+    return daily.join(F.broadcast(as_of_dates(daily, as_of)), age.between(0, LONGEST - 1)).withColumn(
+        "_age", age
+    )
+
+
+def window_sums(daily: DataFrame, key: list[str], as_of: AsOf) -> DataFrame:
+    """Per as-of date and key, each rollup count summed over each window ending that day."""
     aggs = [
-        F.sum(F.when(age < w, F.col(c)).otherwise(F.lit(0))).cast("bigint").alias(f"{c}_{w}d")
+        F.sum(F.when(F.col("_age") < w, F.col(c)).otherwise(F.lit(0))).cast("bigint").alias(f"{c}_{w}d")
         for c in COUNTED
         for w in WINDOWS
     ]
-    return daily.where((age >= 0) & (age < LONGEST)).groupBy(*key).agg(*aggs)
+    return in_windows(daily, as_of).groupBy("as_of_date", *key).agg(*aggs)
 
 
 def smoothed_rate(num: str, den: str, prior: float, base: str = "_base") -> F.Column:
     """(num + prior * base_rate) / (den + prior), clipped to [0, 1]: stable for sparse counts."""
-    rate = (F.col(num) + F.lit(prior) * F.col(base)) / (F.col(den) + F.lit(prior))
+    rate = (F.col(num) + F.lit(prior) * F.coalesce(F.col(base), F.lit(0.0))) / (F.col(den) + F.lit(prior))
     return F.least(F.greatest(rate, F.lit(0.0)), F.lit(1.0))
 
 
-def base_rate(df: DataFrame, num: str, den: str) -> DataFrame:
-    """One-row frame with the population rate, cross-joined instead of collected to the driver."""
-    return df.agg(F.coalesce(F.sum(num) / F.greatest(F.sum(den), F.lit(1)), F.lit(0.0)).alias("_base"))
+def base_rate(df: DataFrame, num: str, den: str, name: str = "_base") -> DataFrame:
+    """The population rate per as-of date, joined to the rows instead of collected to the driver."""
+    rate = F.coalesce(F.sum(num) / F.greatest(F.sum(den), F.lit(1)), F.lit(0.0))
+    return df.groupBy("as_of_date").agg(rate.alias(name))
 
 
-def ranked_list(df: DataFrame, key: str, value: str, score: F.Column, limit: int, name: str) -> DataFrame:
+def ranked_list(
+    df: DataFrame, key: list[str], value: str, score: F.Column, limit: int, name: str
+) -> DataFrame:
     """Per key, up to ``limit`` values ordered by ``score`` desc (ties by value)."""
     ranked = F.sort_array(F.collect_list(F.struct((-score).alias("s"), F.col(value).alias("v"))))
-    return df.groupBy(key).agg(F.slice(F.transform(ranked, lambda x: x["v"]), 1, limit).alias(name))
+    return df.groupBy(*key).agg(F.slice(F.transform(ranked, lambda x: x["v"]), 1, limit).alias(name))
 
 
 def user_window_features(
     user_daily: DataFrame,
     user_item_daily: DataFrame,
     user_category_daily: DataFrame,
-    as_of: dt.date,
+    as_of: AsOf,
     *,
     top_categories: int,
     recent_items: int,
     ctr_prior: float,
 ) -> DataFrame:
+    """One row per user active in the longest window ending at each as-of date."""
+    key = ["as_of_date", "user_id"]
     sums = window_sums(user_daily, ["user_id"], as_of)
-    age = F.datediff(F.lit(as_of), F.col("event_date"))
     latest = (
-        user_daily.where((age >= 0) & (age < LONGEST))
-        .groupBy("user_id")
+        in_windows(user_daily, as_of)
+        .groupBy(*key)
         .agg(
             F.countDistinct("event_date").cast("int").alias("active_days_28d"),
-            F.datediff(F.lit(as_of), F.max("event_date")).alias("days_since_last_event"),
+            F.datediff(F.col("as_of_date"), F.max("event_date")).alias("days_since_last_event"),
             *[
                 F.max_by(c, F.when(F.col(c).isNotNull(), F.col("event_date"))).alias(c)
                 for c in ("device", "country", "top_hour")
             ],
         )
     )
-    cat_window = user_category_daily.where(F.datediff(F.lit(as_of), "event_date").between(0, LONGEST - 1))
     cats = ranked_list(
-        cat_window.groupBy("user_id", "category_id").agg(F.sum("interactions").alias("n")),
-        "user_id",
+        in_windows(user_category_daily, as_of)
+        .groupBy(*key, "category_id")
+        .agg(F.sum("interactions").alias("n")),
+        key,
         "category_id",
         F.col("n"),
         top_categories,
         "top_categories",
     )
-    touched = user_item_daily.where(
-        F.datediff(F.lit(as_of), "event_date").between(0, LONGEST - 1)
-        & ((F.col("views") + F.col("clicks") + F.col("carts") + F.col("purchases")) > 0)
+    touched = in_windows(user_item_daily, as_of).where(
+        (F.col("views") + F.col("clicks") + F.col("carts") + F.col("purchases")) > 0
     )
     recent = ranked_list(
-        touched.groupBy("user_id", "item_id").agg(F.max("last_event_time").alias("t")),
-        "user_id",
+        touched.groupBy(*key, "item_id").agg(F.max("last_event_time").alias("t")),
+        key,
         "item_id",
         F.col("t").cast("long"),
         recent_items,
@@ -93,14 +116,13 @@ def user_window_features(
     )
     empty = F.array().cast("array<string>")
     return (
-        sums.join(latest, "user_id")
-        .join(cats, "user_id", "left")
-        .join(recent, "user_id", "left")
-        .crossJoin(base_rate(sums, "clicks_28d", "impressions_28d"))
+        sums.join(latest, key)
+        .join(cats, key, "left")
+        .join(recent, key, "left")
+        .join(F.broadcast(base_rate(sums, "clicks_28d", "impressions_28d")), "as_of_date", "left")
         .withColumn("ctr_28d", smoothed_rate("clicks_28d", "impressions_28d", ctr_prior))
         .withColumn("top_categories", F.coalesce("top_categories", empty))
         .withColumn("recent_items", F.coalesce("recent_items", empty))
-        .withColumn("as_of_date", F.lit(as_of))
         .drop("_base")
     )
 
@@ -120,27 +142,29 @@ def known_users(user_daily: DataFrame, as_of: dt.date, retention_days: int) -> D
 
 
 def item_window_features(
-    item_daily: DataFrame, items: DataFrame, as_of: dt.date, *, ctr_prior: float
+    item_daily: DataFrame, items: DataFrame, as_of: AsOf, *, ctr_prior: float
 ) -> DataFrame:
-    """Every item of the as-of catalog snapshot, with zero counts when it had no activity."""
+    """Every item of each as-of date's catalog snapshot, with zero counts when it had no activity."""
     sums = window_sums(item_daily, ["item_id"], as_of)
-    count_cols = [c for c in sums.columns if c != "item_id"]
-    catalog = items.select(
+    count_cols = [c for c in sums.columns if c not in ("as_of_date", "item_id")]
+    catalog = items.join(
+        F.broadcast(as_of_dates(items, as_of)), F.col("snapshot_date") == F.col("as_of_date")
+    ).select(
+        "as_of_date",
         "item_id",
         "category_id",
         "brand",
         "price",
         "in_stock",
-        F.datediff(F.lit(as_of), F.col("created_date")).alias("age_days"),
+        F.datediff(F.col("as_of_date"), F.col("created_date")).alias("age_days"),
     )
-    joined = catalog.join(sums, "item_id", "left").fillna(0, subset=count_cols)
-    conv = base_rate(sums, "purchases_28d", "views_28d").withColumnRenamed("_base", "_conv")
+    joined = catalog.join(sums, ["as_of_date", "item_id"], "left").fillna(0, subset=count_cols)
+    # A day without activity has no sums and so no base rate: smoothed_rate reads it as 0.
     return (
-        joined.crossJoin(base_rate(sums, "clicks_28d", "impressions_28d"))
-        .crossJoin(conv)
+        joined.join(F.broadcast(base_rate(sums, "clicks_28d", "impressions_28d")), "as_of_date", "left")
+        .join(F.broadcast(base_rate(sums, "purchases_28d", "views_28d", "_conv")), "as_of_date", "left")
         .withColumn("ctr_28d", smoothed_rate("clicks_28d", "impressions_28d", ctr_prior))
         .withColumn("conversion_28d", smoothed_rate("purchases_28d", "views_28d", ctr_prior, "_conv"))
-        .withColumn("as_of_date", F.lit(as_of))
         .drop("_base", "_conv")
     )
 
