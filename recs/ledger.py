@@ -122,13 +122,16 @@ def succeeded_steps(spark: SparkSession, cfg: Config, date: dt.date) -> set[str]
     return {r.step for r in rows.collect()}
 
 
-def succeeded_dates(spark: SparkSession, cfg: Config, step: str, dates: list[dt.date]) -> set[dt.date]:
-    """Those of ``dates`` whose latest ``step`` run succeeded (or was skipped): one query for a range."""
+def succeeded_by_date(spark: SparkSession, cfg: Config, dates: list[dt.date]) -> dict[dt.date, set[str]]:
+    """``succeeded_steps`` of each of ``dates``, from one read of the ledger (a backfill's range)."""
     latest = latest_runs(spark, cfg)
+    done: dict[dt.date, set[str]] = {d: set() for d in dates}
     if latest is None or not dates:
-        return set()
-    done = (F.col("step") == step) & F.col("run_date").isin(dates) & F.col("status").isin(*DONE_STATUSES)
-    return {r.run_date for r in latest.where(done).select("run_date").collect()}
+        return done
+    rows = latest.where(F.col("run_date").isin(dates) & F.col("status").isin(*DONE_STATUSES))
+    for r in rows.select("run_date", "step").collect():
+        done[r.run_date].add(r.step)
+    return done
 
 
 STALE_RUNNING = dt.timedelta(hours=24)

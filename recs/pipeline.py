@@ -89,12 +89,23 @@ class NightReport:
 
 
 def plan_night(
-    spark: SparkSession, cfg: Config, date: dt.date, steps: Iterable[str] = STEPS, force: bool = False
+    spark: SparkSession,
+    cfg: Config,
+    date: dt.date,
+    steps: Iterable[str] = STEPS,
+    force: bool = False,
+    done: set[str] | None = None,
 ) -> list[str]:
-    """The steps a night would run, in order (already-succeeded ones left out unless forced)."""
+    """The steps a night would run, in order (already-succeeded ones left out unless forced).
+
+    ``done``: the date's succeeded steps when the caller read the ledger for a whole range.
+    """
     from recs.ledger import succeeded_steps
 
-    done = set() if force else succeeded_steps(spark, cfg, date)
+    if force:
+        done = set()
+    elif done is None:
+        done = succeeded_steps(spark, cfg, date)
     return [s for s in STEPS if s in set(steps) and s not in done]
 
 
@@ -107,13 +118,14 @@ def nightly(
     force: bool = False,
     force_train: bool = False,
     profiler: SparkProfiler | None = None,
-    rollups: dict[str, int] | None = None,
+    written: dict[str, int] | None = None,
+    done: set[str] | None = None,
 ) -> NightReport:
     """Run the night's steps in order; stop at the first failure (the report says which).
 
     With a ``profiler``, each step that runs is measured by it (jobs, queries, scans, commits).
-    ``rollups``: the date's rollups were written by a backfill's range pass (rows per table),
-    so the features step starts after them.
+    ``written``: what a backfill's range pass already wrote for the date (rows per table), so
+    the features step goes on from there. ``done``: see ``plan_night``.
     """
     from recs.model.registry import promoted_model
 
@@ -122,7 +134,7 @@ def nightly(
     if unknown:
         raise ValueError(f"unknown steps {unknown}; steps are {', '.join(STEPS)}")
     report = NightReport(date)
-    todo = plan_night(spark, cfg, date, wanted, force)
+    todo = plan_night(spark, cfg, date, wanted, force, done)
     for step in STEPS:
         if step in wanted and step not in todo:
             report.skipped[step] = "already succeeded"
@@ -137,7 +149,7 @@ def nightly(
             continue
         started = time.perf_counter()
         try:
-            options = {"rollups": rollups} if step == "features" and rollups is not None else {}
+            options = {"written": written} if step == "features" and written else {}
             with profiler.measure(step) if profiler else nullcontext():
                 result = step_function(step)(spark, cfg, date, **options)
         except StepSkipped as exc:
@@ -181,30 +193,45 @@ def backfill(
     """Nights ``start..end`` in date order (later days build on earlier rollups); stops at a failure.
 
     Over several days the work that does not depend on earlier nights goes first, for the
-    whole range: every day's ingest, then the rollups of all the days whose features step is
-    due, one query and one commit per table instead of one per table and day. Each night then
-    runs its remaining steps as it would alone; the tables end the same as nights one by one.
+    whole range: every day's ingest, then the rollups and window features of all the days whose
+    features step is due, one query and one commit per table instead of one per table and
+    day. Each night then runs its remaining steps as it would alone; the tables end the same
+    as nights one by one.
     """
+    from recs.ledger import succeeded_by_date
+
     wanted = [s for s in STEPS if s in set(steps)]
     days = date_range(start, end)
+    # A night records only its own date's steps, so one read of the ledger serves the range.
+    done = succeeded_by_date(spark, cfg, days)
     if len(days) == 1 or "features" not in wanted:
-        return _one_by_one(spark, cfg, days, wanted, force, on_day, profiler)
+        return _one_by_one(spark, cfg, days, wanted, force, on_day, profiler, done)
 
     ingested: dict[dt.date, NightReport] = {}
     ready = days
     if "ingest" in wanted:
         for i, day in enumerate(days):
-            ingested[day] = nightly(spark, cfg, day, steps=["ingest"], force=force, profiler=profiler)
+            ingested[day] = nightly(
+                spark, cfg, day, steps=["ingest"], force=force, profiler=profiler, done=done[day]
+            )
             if not ingested[day].ok:  # the nights before it still run; the backfill stops there
                 ready = days[:i]
                 break
-    rollups = range_rollups(spark, cfg, ready, force, profiler)
+    due = [d for d in ready if force or "features" not in done[d]]
+    written = range_pass(spark, cfg, due, profiler)
 
     reports = []
     rest = [s for s in wanted if s != "ingest"]
     for day in ready:
         report = nightly(
-            spark, cfg, day, steps=rest, force=force, profiler=profiler, rollups=rollups.get(day)
+            spark,
+            cfg,
+            day,
+            steps=rest,
+            force=force,
+            profiler=profiler,
+            written=written.get(day),
+            done=done[day],
         )
         if day in ingested:
             report = _joined(ingested[day], report)
@@ -221,31 +248,39 @@ def backfill(
     return reports
 
 
-def range_rollups(
-    spark: SparkSession, cfg: Config, days: list[dt.date], force: bool, profiler: SparkProfiler | None
+def range_pass(
+    spark: SparkSession, cfg: Config, days: list[dt.date], profiler: SparkProfiler | None
 ) -> dict[dt.date, dict[str, int]]:
-    """Rollups of the days whose features step is due, in one pass; rows per day and table."""
+    """The rollups, then the window features, of ``days`` (those whose features step is due),
+    one query per table for them all; rows per day and table of what was written.
+
+    What fails here is left to the nights, which write it one by one and report the error.
+    """
     import uuid
 
-    from recs.features import rollup_ready, write_rollups
-    from recs.ledger import succeeded_dates
+    from recs.features import rollup_ready, write_rollups, write_window_features
 
-    done = set() if force else succeeded_dates(spark, cfg, "features", days)
-    due = [d for d in days if d not in done]
-    ready = rollup_ready(spark, cfg, due)
+    ready = rollup_ready(spark, cfg, days)
     if len(ready) < 2:  # nothing to share: each night writes its own
         return {}
-    log.info("backfill: rollups of %d days (%s..%s) in one pass", len(ready), ready[0], ready[-1])
-    try:
-        with profiler.measure("rollups") if profiler else nullcontext():
-            return write_rollups(spark, cfg, ready, f"recs-rollups-{uuid.uuid4().hex}")
-    except Exception as exc:  # each night then writes its own, and its report says what failed
-        log.warning(
-            "backfill: rollups of the range failed (%s: %s); writing them night by night",
-            type(exc).__name__,
-            exc,
-        )
-        return {}
+    log.info("backfill: rollups and window features of %s..%s in one pass", ready[0], ready[-1])
+    tag = f"recs-range-{uuid.uuid4().hex}"
+    written: dict[dt.date, dict[str, int]] = {}
+    for part, write in (("rollups", write_rollups), ("window features", write_window_features)):
+        try:
+            with profiler.measure(f"range {part}") if profiler else nullcontext():
+                counts = write(spark, cfg, ready, tag)
+        except Exception as exc:
+            log.warning(
+                "backfill: %s of the range failed (%s: %s); the nights write them one by one",
+                part,
+                type(exc).__name__,
+                exc,
+            )
+            break
+        for day, tables in counts.items():
+            written.setdefault(day, {}).update(tables)
+    return written
 
 
 def _one_by_one(
@@ -256,10 +291,11 @@ def _one_by_one(
     force: bool,
     on_day: Callable[[NightReport], None] | None,
     profiler: SparkProfiler | None,
+    done: dict[dt.date, set[str]],
 ) -> list[NightReport]:
     reports = []
     for day in days:
-        report = nightly(spark, cfg, day, steps=steps, force=force, profiler=profiler)
+        report = nightly(spark, cfg, day, steps=steps, force=force, profiler=profiler, done=done[day])
         reports.append(report)
         if on_day:
             on_day(report)

@@ -103,38 +103,45 @@ def test_events_on_the_label_day_change_no_feature_of_its_examples(spark, pipeli
     assert new_positives.where("source = 'positive'").count() == len(fresh)
 
 
-def test_rollups_of_a_range_in_one_pass_equal_the_nights_one_by_one(spark, pipeline, tmp_path: Path):
-    """The shared pipeline's backfill wrote every day's rollups in one commit per table; nights
-    one by one over a copy must write the same rows, and the range's commit must still let
-    ``recs restore`` find each of its dates."""
+def test_a_range_pass_writes_the_rows_of_the_nights_one_by_one(spark, pipeline, tmp_path: Path):
+    """The shared pipeline's backfill wrote every day's rollups and window features in one
+    commit per table; nights one by one over a copy must write the same rows, and the range's
+    commit must still let ``recs restore`` find each of its dates."""
     from delta.tables import DeltaTable
 
-    from recs.features import ROLLUPS
+    from recs.features import ROLLUPS, WINDOW_TABLES
     from recs.tables import restore_partition, table_path
     from tests.conftest import copy_lakehouse
 
     cfg, _ = pipeline
     days = [START + dt.timedelta(days=i) for i in range(NIGHTS)]
-    tags = DeltaTable.forPath(spark, table_path(cfg, "user_daily")).history().select("userMetadata")
-    assert any((r[0] or "").startswith("recs-rollups-") for r in tags.collect())  # the range pass ran
+    for name in (*ROLLUPS, *WINDOW_TABLES):  # the range pass ran
+        tags = DeltaTable.forPath(spark, table_path(cfg, name)).history().select("userMetadata")
+        assert any((r[0] or "").startswith("recs-range-") for r in tags.collect()), name
 
     copy = copy_lakehouse(cfg, tmp_path / "lakehouse")
     per_day = {d: features.write_rollups(spark, copy, [d], f"test-{d}")[d] for d in days}
-    for name in ROLLUPS:
+    for d in days:  # window features read the rollups just rewritten
+        per_day[d].update(features.write_window_features(spark, copy, [d], f"test-{d}")[d])
+    for name in (*ROLLUPS, *WINDOW_TABLES):
         ranged, nightly = read_table(spark, cfg, name), read_table(spark, copy, name)
         assert ranged.count() == nightly.count() > 0, name
         assert ranged.exceptAll(nightly).count() == 0 and nightly.exceptAll(ranged).count() == 0, name
-        by_day = {r[0]: r[1] for r in nightly.groupBy("event_date").count().collect()}
+        part = "as_of_date" if name in WINDOW_TABLES else "event_date"
+        by_day = {r[0]: r[1] for r in nightly.groupBy(part).count().collect()}
         assert {d: per_day[d][name] for d in days} == by_day, name
 
     # The ledger's counts of each night are its own day's rows, not the range's.
     runs = read_table(spark, cfg, "pipeline_runs").where("step = 'features' AND status = 'succeeded'")
     logged = {r.run_date: r.row_counts for r in runs.collect()}
     for d in days:
-        assert {n: logged[d][f"{n}_rows"] for n in ROLLUPS} == per_day[d], d
+        assert {n: logged[d][f"{n}_rows"] for n in per_day[d]} == per_day[d], d
 
-    # The range pass over tables that already hold those days: same counts, one commit.
-    assert features.write_rollups(spark, copy, days, "test-range") == per_day
-    table = DeltaTable.forPath(spark, table_path(copy, "user_daily"))
-    range_version = table.history(1).first().version
-    assert restore_partition(spark, copy, "user_daily", days[1]) == range_version - 1
+    # The range pass over tables that already hold those days: same counts, one commit each.
+    ranged = features.write_rollups(spark, copy, days, "test-range")
+    for d, tables in features.write_window_features(spark, copy, days, "test-range").items():
+        ranged[d].update(tables)
+    assert ranged == per_day
+    for name in ("user_daily", "user_features"):
+        version = DeltaTable.forPath(spark, table_path(copy, name)).history(1).first().version
+        assert restore_partition(spark, copy, name, days[1]) == version - 1, name
