@@ -337,3 +337,28 @@ def test_the_report_axis_spans_the_dates_it_draws():
     assert (lo, hi) == (pd.Timestamp("2026-01-02"), pd.Timestamp("2026-01-04"))
     lo, hi = date_limits([dt.date(2026, 1, 3), dt.date(2026, 3, 1)])
     assert (lo, hi) == (pd.Timestamp("2026-01-02"), pd.Timestamp("2026-03-02"))
+
+
+def test_a_backfill_that_meets_a_missing_day_finishes_the_nights_before_it(spark, cfg):
+    """Every day's ingest runs ahead of the range pass; a day without raw input stops the
+    backfill there, after the nights before it ran all their steps, and reports that day last."""
+    from recs.pipeline import backfill
+    from tests.conftest import DAYS
+
+    last_raw = START + dt.timedelta(days=DAYS - 1)
+    days = [last_raw - dt.timedelta(days=1), last_raw, last_raw + dt.timedelta(days=1)]
+    reports = backfill(spark, cfg, days[0], days[-1], steps=["features", "ingest"])
+    assert [(r.date, r.ran, r.failed) for r in reports] == [
+        (days[0], ["ingest", "features"], None),
+        (days[1], ["ingest", "features"], None),
+        (days[2], [], "ingest"),
+    ]
+    assert "raw input partition not found" in reports[-1].error
+    user_daily = read_table(spark, cfg, "user_daily").groupBy("event_date").count().collect()
+    assert sorted(r.event_date for r in user_daily) == days[:2]
+    history = DeltaTable.forPath(spark, table_path(cfg, "user_daily")).history()
+    assert history.count() == 1  # both days' rollups in one commit
+    assert {r.run_date: r.status for r in latest_runs(spark, cfg).where("step = 'features'").collect()} == {
+        days[0]: "succeeded",
+        days[1]: "succeeded",
+    }
