@@ -298,8 +298,11 @@ def backfill_cmd(
     days = date_range(start, end)
     wanted = steps or STEPS
     if dry_run:
+        from recs.ledger import succeeded_by_date
+
+        done = succeeded_by_date(spark, cfg, days)  # one read of the ledger for the range
         for day in days:
-            todo = plan_night(spark, cfg, day, wanted, force)
+            todo = plan_night(spark, cfg, day, wanted, force, done[day])
             click.echo(f"{day}: {' -> '.join(todo) if todo else 'nothing to do'}")
         return
     columns = (
