@@ -114,7 +114,12 @@ def latest_runs(spark: SparkSession, cfg: Config):
 
 def succeeded_steps(spark: SparkSession, cfg: Config, date: dt.date) -> set[str]:
     """Steps whose latest run for ``date`` succeeded (or was skipped: nothing to do)."""
-    return succeeded_by_date(spark, cfg, [date])[date]
+    latest = latest_runs(spark, cfg)
+    if latest is None:
+        return set()
+    done = (F.col("run_date") == F.lit(date)) & F.col("status").isin(*DONE_STATUSES)
+    rows = latest.where(done).select("step")
+    return {r.step for r in rows.collect()}
 
 
 def succeeded_by_date(spark: SparkSession, cfg: Config, dates: list[dt.date]) -> dict[dt.date, set[str]]:

@@ -219,13 +219,32 @@ def backfill(
                 break
     due = [d for d in ready if force or "features" not in done[d]]
     written = range_pass(spark, cfg, due, profiler)
+
+    reports = []
     rest = [s for s in wanted if s != "ingest"]
-    reports = _one_by_one(spark, cfg, ready, rest, force, on_day, profiler, done, written, ingested)
-    stopped = [r for r in ingested.values() if not r.ok]
-    if stopped and all(r.ok for r in reports):
-        reports.append(stopped[0])
+    for day in ready:
+        report = nightly(
+            spark,
+            cfg,
+            day,
+            steps=rest,
+            force=force,
+            profiler=profiler,
+            written=written.get(day),
+            done=done[day],
+        )
+        if day in ingested:
+            report = _joined(ingested[day], report)
+        reports.append(report)
         if on_day:
-            on_day(stopped[0])
+            on_day(report)
+        if not report.ok:
+            return reports
+    failed = [r for r in ingested.values() if not r.ok]
+    for report in failed:
+        reports.append(report)
+        if on_day:
+            on_day(report)
     return reports
 
 
@@ -273,26 +292,10 @@ def _one_by_one(
     on_day: Callable[[NightReport], None] | None,
     profiler: SparkProfiler | None,
     done: dict[dt.date, set[str]],
-    written: dict[dt.date, dict[str, int]] | None = None,
-    ingested: dict[dt.date, NightReport] | None = None,
 ) -> list[NightReport]:
-    """The nights of ``days`` in order, each told what the range pass wrote for it and joined
-    to its ingest report when ingest ran ahead; stops at the first failure."""
-    written, ingested = written or {}, ingested or {}
     reports = []
     for day in days:
-        report = nightly(
-            spark,
-            cfg,
-            day,
-            steps=steps,
-            force=force,
-            profiler=profiler,
-            written=written.get(day),
-            done=done[day],
-        )
-        if day in ingested:
-            report = _joined(ingested[day], report)
+        report = nightly(spark, cfg, day, steps=steps, force=force, profiler=profiler, done=done[day])
         reports.append(report)
         if on_day:
             on_day(report)

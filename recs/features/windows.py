@@ -38,18 +38,14 @@ def in_windows(daily: DataFrame, as_of: AsOf) -> DataFrame:
     )
 
 
-def window_sum_columns() -> list[F.Column]:
-    """Each rollup count summed over each window, for a group-by over ``in_windows`` rows."""
-    return [
+def window_sums(daily: DataFrame, key: list[str], as_of: AsOf) -> DataFrame:
+    """Per as-of date and key, each rollup count summed over each window ending that day."""
+    aggs = [
         F.sum(F.when(F.col("_age") < w, F.col(c)).otherwise(F.lit(0))).cast("bigint").alias(f"{c}_{w}d")
         for c in COUNTED
         for w in WINDOWS
     ]
-
-
-def window_sums(daily: DataFrame, key: list[str], as_of: AsOf) -> DataFrame:
-    """Per as-of date and key, each rollup count summed over each window ending that day."""
-    return in_windows(daily, as_of).groupBy("as_of_date", *key).agg(*window_sum_columns())
+    return in_windows(daily, as_of).groupBy("as_of_date", *key).agg(*aggs)
 
 
 def smoothed_rate(num: str, den: str, prior: float, base: str = "_base") -> F.Column:
@@ -84,12 +80,11 @@ def user_window_features(
 ) -> DataFrame:
     """One row per user active in the longest window ending at each as-of date."""
     key = ["as_of_date", "user_id"]
-    # The sums and the latest values come from one pass over the user's days.
-    sums = (
+    sums = window_sums(user_daily, ["user_id"], as_of)
+    latest = (
         in_windows(user_daily, as_of)
         .groupBy(*key)
         .agg(
-            *window_sum_columns(),
             F.countDistinct("event_date").cast("int").alias("active_days_28d"),
             F.datediff(F.col("as_of_date"), F.max("event_date")).alias("days_since_last_event"),
             *[
@@ -121,7 +116,8 @@ def user_window_features(
     )
     empty = F.array().cast("array<string>")
     return (
-        sums.join(cats, key, "left")
+        sums.join(latest, key)
+        .join(cats, key, "left")
         .join(recent, key, "left")
         .join(F.broadcast(base_rate(sums, "clicks_28d", "impressions_28d")), "as_of_date", "left")
         .withColumn("ctr_28d", smoothed_rate("clicks_28d", "impressions_28d", ctr_prior))
