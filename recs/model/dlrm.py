@@ -16,7 +16,10 @@ Design choices (what each saves is measured in ``docs/model-design.md``):
   matrix instead of autograd's two ``bmm`` plus an ``index_add``.
 * MLP inputs are zero-padded to a multiple of 8 columns (13 -> 16 dense, 367 -> 368 for the
   top MLP), the widths BLAS GEMMs are fastest at. The padded columns are always zero, so
-  their weights get zero gradients, stay zero and change nothing.
+  their weights get zero gradients, stay zero and change nothing. Every other ``Linear``
+  (hidden layers of any configured width, the heads, the linear term) pads its input the
+  same way at call time (:class:`AlignedLinear`): at other widths a row's score would
+  depend on its position in the batch.
 
 Linear term: on by default. The logit also gets a linear function of the standardised dense
 features (the "wide" half of Wide & Deep, Cheng et al. 2016). Before the first epoch it is
@@ -78,7 +81,7 @@ def _mlp(widths: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     fan_ins = [aligned(widths[0]), *widths[1:-1]]
     for k, (fan_in, fan_out) in enumerate(zip(fan_ins, widths[1:], strict=True)):
-        linear = nn.Linear(fan_in, fan_out)
+        linear = AlignedLinear(fan_in, fan_out)
         nn.init.kaiming_uniform_(linear.weight, nonlinearity="relu")
         nn.init.zeros_(linear.bias)
         if k == 0:
@@ -90,6 +93,25 @@ def _mlp(widths: Sequence[int]) -> nn.Sequential:
 
 def _pad_columns(x: Tensor, width: int) -> Tensor:
     return F.pad(x, (0, width - x.shape[1])) if x.shape[1] != width else x
+
+
+class AlignedLinear(nn.Linear):
+    """``nn.Linear`` that multiplies over an input width padded with zeros to a multiple of ``ALIGN``.
+
+    With an inner width that is not a multiple of 4, MKL's kernels for narrow outputs give a
+    row a result that depends on its position in the batch (measured on CPU: ``Linear(26, 2)``
+    changes the last bits of 1,718 of 4,096 rows when the batch is permuted; widths that are
+    multiples of 4 or 8 change none). Spark hands a rerun its rows in another order, so
+    without this it would write other scores. Zeros change no value, and the parameters keep
+    their shapes, so artefacts load as before.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        width = aligned(self.in_features)
+        if width == self.in_features:
+            return super().forward(x)
+        weight = F.pad(self.weight, (0, width - self.in_features))
+        return F.linear(F.pad(x, (0, width - self.in_features)), weight, self.bias)
 
 
 class _GatherRows(torch.autograd.Function):
@@ -281,10 +303,10 @@ class DLRM(nn.Module):
         self.interaction = PairwiseInteraction(n, pad_to=aligned(dim + n * (n - 1) // 2))
         self.top_widths = top_widths(dim + self.interaction.num_pairs, top_mlp)
         self.top = _mlp(self.top_widths)
-        self.head = nn.Linear(self.top_widths[-1], 2 if ads_head else 1)  # column 1: the ads logit
-        self.linear: nn.Linear | None = None
+        self.head = AlignedLinear(self.top_widths[-1], 2 if ads_head else 1)  # column 1: the ads logit
+        self.linear: AlignedLinear | None = None
         if linear:
-            self.linear = nn.Linear(spec.num_dense, self.head.out_features, bias=False)
+            self.linear = AlignedLinear(spec.num_dense, self.head.out_features, bias=False)
             nn.init.zeros_(self.linear.weight)
 
     def arch(self) -> dict[str, Any]:

@@ -257,6 +257,35 @@ def test_a_rows_score_does_not_depend_on_the_rows_it_is_batched_with() -> None:
     np.testing.assert_allclose(whole, plain.numpy(), rtol=1e-5, atol=1e-7)
 
 
+def test_a_rows_score_does_not_depend_on_its_place_in_the_batch() -> None:
+    # Inner widths that are not multiples of 8 (13 dense features into the linear term, a top
+    # layer of 30 into the heads) are where a BLAS kernel's result for a row has been seen to
+    # change with the row's position; a rerun gets its rows from Spark in another order.
+    spec = FeatureSpec.from_dict(
+        {
+            "version": 1,
+            "embedding_dim": 4,
+            "pooling": "mean",
+            "sparse": [{"name": "item", "source": "i.id", "buckets": 7}],
+            "dense": [{"name": f"d{k}", "source": f"u.d{k}"} for k in range(13)],
+            "label": "label",
+        }
+    )
+    model = build_model(spec, [20], [30], ads_head=True, seed=1).eval()
+    dense, sparse = random_inputs(spec, 512, seed=5)
+    model.fit_normalizer(dense)
+    with torch.no_grad():
+        model.linear.weight.normal_(generator=torch.Generator().manual_seed(2))
+    dense, sparse = dense.numpy(), sparse.numpy()
+    is_ad = np.arange(512) % 3 == 0
+    whole = model.predict_numpy(dense, sparse, is_ad, batch_size=256)
+    for seed in range(3):
+        order = np.random.default_rng(seed).permutation(512)
+        again = np.empty(512, dtype=np.float32)
+        again[order] = model.predict_numpy(dense[order], sparse[order], is_ad[order], batch_size=256)
+        assert np.array_equal(again, whole), int((again != whole).sum())
+
+
 # --------------------------------------------------------------------------- artefacts
 
 
