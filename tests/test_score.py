@@ -150,6 +150,33 @@ def test_spark_scores_equal_the_model_called_directly(spark, pipeline):
     assert np.std(direct) > 0
 
 
+def test_a_rows_score_does_not_depend_on_how_spark_splits_and_orders_the_rows(spark, pipeline):
+    # A rerun gets its rows in other partitions and another order (shuffle fetches race);
+    # the score written for a row must still be the same, bit for bit.
+    cfg, _ = pipeline
+    model = load_promoted(spark, cfg, LAST)
+    pool = read_date(spark, cfg, "candidate_pool", LAST).limit(400)
+    rows = pool.select("user_id", "item_id").withColumn("is_ad", F.lit(False))
+    inputs = ranking_inputs(
+        rows.withColumn("ad_id", F.lit(None).cast("string")),
+        read_date(spark, cfg, "user_features", LAST),
+        read_date(spark, cfg, "item_features", LAST),
+        read_history(spark, cfg, LAST),
+        model.spec,
+        None,
+        ["user_id", "item_id", "is_ad"],
+    ).localCheckpoint()
+    width = (model.spec.num_dense, model.spec.sparse_width)
+
+    def scores(frame):
+        scored = score_with_model(frame, model.artifact, width, batch_size=64)
+        return {(r.user_id, r.item_id): r.score for r in scored.collect()}
+
+    first = scores(inputs.repartition(1).sortWithinPartitions("user_id", "item_id"))
+    shuffled = scores(inputs.repartition(3).sortWithinPartitions(F.rand(seed=5)))
+    assert len(first) == 400 and shuffled == first
+
+
 def test_recommendations_read_back_without_spark(spark, pipeline, recs_last):
     """Serving systems read the table with delta-rs or DuckDB, not Spark."""
     import duckdb
