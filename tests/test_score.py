@@ -108,27 +108,25 @@ def test_ad_candidates_are_capped_ranked_by_ecpm_and_respect_the_frequency_cap(s
         assert np.all(np.diff(g["ecpm"].to_numpy()) <= 0)
 
 
-def test_spark_scores_equal_the_model_called_directly(spark, pipeline):
-    cfg, _ = pipeline
-    model = load_promoted(spark, cfg, LAST)
-    users = read_date(spark, cfg, "user_features", LAST)
-    items = read_date(spark, cfg, "item_features", LAST)
-    pairs = (
-        users.select("user_id", "country", "device")
-        .limit(20)
-        .crossJoin(items.select("item_id").limit(15))
-        .withColumn("is_ad", F.lit(False))
-        .withColumn("ad_id", F.lit(None).cast("string"))
-    )
-    inputs = ranking_inputs(
-        pairs.drop("country", "device"),
-        users,
-        items,
+def organic_inputs(spark, cfg, model, pairs):
+    """Ranking inputs of (user_id, item_id) ``pairs`` as organic rows of LAST, fixed in memory."""
+    return ranking_inputs(
+        pairs.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string")),
+        read_date(spark, cfg, "user_features", LAST),
+        read_date(spark, cfg, "item_features", LAST),
         read_history(spark, cfg, LAST),
         model.spec,
         None,
         ["user_id", "item_id", "is_ad"],
     ).localCheckpoint()
+
+
+def test_spark_scores_equal_the_model_called_directly(spark, pipeline):
+    cfg, _ = pipeline
+    model = load_promoted(spark, cfg, LAST)
+    users = read_date(spark, cfg, "user_features", LAST).select("user_id").limit(20)
+    items = read_date(spark, cfg, "item_features", LAST).select("item_id").limit(15)
+    inputs = organic_inputs(spark, cfg, model, users.crossJoin(items))
     width = (model.spec.num_dense, model.spec.sparse_width)
     via_spark = {
         (r.user_id, r.item_id): r.score
@@ -155,17 +153,8 @@ def test_a_rows_score_does_not_depend_on_how_spark_splits_and_orders_the_rows(sp
     # the score written for a row must still be the same, bit for bit.
     cfg, _ = pipeline
     model = load_promoted(spark, cfg, LAST)
-    pool = read_date(spark, cfg, "candidate_pool", LAST).limit(400)
-    rows = pool.select("user_id", "item_id").withColumn("is_ad", F.lit(False))
-    inputs = ranking_inputs(
-        rows.withColumn("ad_id", F.lit(None).cast("string")),
-        read_date(spark, cfg, "user_features", LAST),
-        read_date(spark, cfg, "item_features", LAST),
-        read_history(spark, cfg, LAST),
-        model.spec,
-        None,
-        ["user_id", "item_id", "is_ad"],
-    ).localCheckpoint()
+    pool = read_date(spark, cfg, "candidate_pool", LAST).select("user_id", "item_id").limit(400)
+    inputs = organic_inputs(spark, cfg, model, pool)
     width = (model.spec.num_dense, model.spec.sparse_width)
 
     def scores(frame):
