@@ -108,10 +108,7 @@ class AlignedLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         width = aligned(self.in_features)
-        if width == self.in_features:
-            return super().forward(x)
-        weight = F.pad(self.weight, (0, width - self.in_features))
-        return F.linear(F.pad(x, (0, width - self.in_features)), weight, self.bias)
+        return F.linear(_pad_columns(x, width), _pad_columns(self.weight, width), self.bias)
 
 
 class _GatherRows(torch.autograd.Function):
