@@ -66,8 +66,11 @@ class RowWiseAdagrad(torch.optim.Optimizer):
 def sum_duplicate_rows(rows: Tensor, values: Tensor, slot: Tensor) -> Tensor:
     """``values`` with each position replaced by the sum over all positions of its row.
 
-    ``slot`` is an all ``-1`` integer map over the table's rows, left as found. The sum adds the
-    duplicates onto the last position of each row in position order, so it is deterministic.
+    ``slot`` is an all ``-1`` integer map over the table's rows, left as found. The duplicates
+    are added onto the last position of each row in a fixed order, so a rerun of a date retrains
+    the same model: on CUDA, ``index_add`` adds in the order threads finish (two trainings of
+    the same batches on an H200 ended up to 3.0 apart in fp32), so there the sum goes through
+    ``index_put(accumulate=True)``, which sorts first; on CPU ``index_add`` is already ordered.
     """
     positions = torch.arange(rows.numel(), dtype=slot.dtype, device=rows.device)
     slot.scatter_reduce_(0, rows, positions, "amax")
@@ -77,7 +80,11 @@ def sum_duplicate_rows(rows: Tensor, values: Tensor, slot: Tensor) -> Tensor:
     if extra.numel() == 0:
         return values
     extra_owner = owner.index_select(0, extra)
-    summed = values.index_add(0, extra_owner, values.index_select(0, extra))
+    moved = values.index_select(0, extra)
+    if values.is_cuda:
+        summed = values.index_put((extra_owner,), moved, accumulate=True)
+    else:
+        summed = values.index_add(0, extra_owner, moved)
     return summed.index_copy_(0, extra, summed.index_select(0, extra_owner))
 
 
