@@ -2,9 +2,12 @@
 # GPU figures in one run (about 5 minutes on one H100):
 #   1. DLRM training and inference throughput on the Criteo-Kaggle shape (bench_train.py), beside
 #      the plain-PyTorch variants on the same card, at batch 2048 and 16384;
-#   2. a demo-sized pipeline (bench_pipeline.py): Spark on the CPUs, training and scoring on the
+#   2. reproducibility on the GPU: two trainings of the same batches (bench_train_repeat.py) and
+#      a row's score in other orders (bench_score_order.py) must agree bit for bit;
+#   3. a demo-sized pipeline (bench_pipeline.py): Spark on the CPUs, training and scoring on the
 #      GPU through the same code path as on CPU (train.device and score.device = auto);
-#   3. the scoring job beside the raw forward pass on the same rows (bench_score.py).
+#   4. the scoring job beside the raw forward pass on the same rows (bench_score.py).
+# Parts 1 and 2 need torch alone; 3 and 4 need Java and Spark.
 #
 # Installs nothing: run it in the environment of the README's set-up (pip install -e ".[dev]").
 # A machine without Maven access needs Delta's JARs in its Ivy cache: RECS_IVY_CACHE=DIR copies a
@@ -43,10 +46,16 @@ for batch in 2048 16384; do
         ${REF_ARGS[@]+"${REF_ARGS[@]}"}
 done
 
-echo "## 2. demo-sized pipeline: train and score on the GPU"
+echo "## 2. reproducibility: the same batches, the same weights; any order, the same scores"
+for precision in fp32 auto; do
+    timeout 60 "$PY" benchmarks/bench_train_repeat.py --device cuda --precision "$precision"
+done
+timeout 60 "$PY" benchmarks/bench_score_order.py --device cuda --rows 100000
+
+echo "## 3. demo-sized pipeline: train and score on the GPU"
 timeout 240 "$PY" benchmarks/bench_pipeline.py --users 800 --items 300 --days 4 --workdir "$work/pipeline"
 
-echo "## 3. the scoring job vs the raw forward pass"
+echo "## 4. the scoring job vs the raw forward pass"
 timeout 120 "$PY" benchmarks/bench_score.py --lakehouse "$work/pipeline/lakehouse" --date 2026-01-04 --repeats 2
 
 echo "# gpu.sh done in $((SECONDS - started)) s"
