@@ -7,7 +7,7 @@ permutations, at two shapes:
 
 * project -- ``schemas/feature_spec.json`` with the default MLP widths, ads head, a non-zero
              linear term: the nightly model;
-* criteo  -- 13 dense, 26 sparse x 16, bottom 512-256-64, top 512-256: wide layers, where a
+* criteo  -- ``bench_train.py``'s shape with 26 tables of 100,000 rows: wide layers, where a
              GPU library is likeliest to pick split or tiled kernels.
 
 It prints, per shape, how many rows got other bits in any permutation (the property), the
@@ -41,12 +41,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    here = Path(__file__).resolve()
+    sys.path.insert(0, str(here.parents[1]))
+    sys.path.insert(0, str(here.parent))
     import numpy as np
     import torch
+    from bench_train import BOTTOM, TOP, criteo_spec
 
     from recs.config import load_config
-    from recs.features.spec import FeatureSpec, load_spec
+    from recs.features.spec import load_spec
     from recs.model.device import resolve_device
     from recs.model.dlrm import build_model
 
@@ -55,19 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     on = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"device={device} ({on}), torch {torch.__version__}, rows={args.rows:,}, batch={args.batch_size}")
     cfg = load_config(None)
-    criteo = FeatureSpec.from_dict(
-        {
-            "version": 1,
-            "embedding_dim": 16,
-            "pooling": "sum",
-            "sparse": [{"name": f"c{k}", "source": f"c{k}", "buckets": 100_000} for k in range(26)],
-            "dense": [{"name": f"i{k}", "source": f"i{k}"} for k in range(13)],
-            "label": "label",
-        }
-    )
     shapes = {
         "project": (load_spec(), cfg.train.bottom_mlp, cfg.train.top_mlp),
-        "criteo": (criteo, [512, 256, 64], [512, 256]),
+        "criteo": (criteo_spec(1e5, 1e5), BOTTOM, TOP),
     }
     print(f"{'shape':8s} {'rows with other bits':>22s} {'max |device - cpu|':>19s} {'rows/s':>12s}")
     for name, (spec, bottom, top) in shapes.items():
