@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = inputs.pool.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string"))
     keep = ["user_id", "item_id", "is_ad"]
     features = score.ranking_inputs(
-        rows, inputs.users, inputs.item_features, inputs.history, model.spec, None, keep
+        rows, inputs.users, inputs.item_features, inputs.signals, model.spec, None, keep
     )
     if args.scale > 1:
         features = features.crossJoin(spark.range(args.scale).withColumnRenamed("id", "copy")).drop("copy")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pyspark.sql import functions as F
 
-from recs.features import read_history
+from recs.features import read_history, user_item_window_of
 from recs.model.artifacts import load_model
 from recs.score import load_promoted, ranking_inputs
 from recs.score.ads import FREQUENCY_DAYS
@@ -114,7 +114,7 @@ def organic_inputs(spark, cfg, model, pairs):
         pairs.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string")),
         read_date(spark, cfg, "user_features", LAST),
         read_date(spark, cfg, "item_features", LAST),
-        read_history(spark, cfg, LAST),
+        user_item_window_of(read_history(spark, cfg, LAST)),
         model.spec,
         None,
         ["user_id", "item_id", "is_ad"],

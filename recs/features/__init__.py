@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -19,6 +20,9 @@ from pyspark.sql import functions as F
 
 from recs.config import Config, FeaturesConfig
 from recs.features.spec import FeatureSpec
+
+if TYPE_CHECKING:
+    from recs.features.windows import UserItemWindow
 
 log = logging.getLogger("recs")
 
@@ -87,13 +91,20 @@ def read_features(spark: SparkSession, cfg: Config, as_of: dt.date) -> tuple[Dat
     return users, items
 
 
+def user_item_window_of(history: History) -> UserItemWindow:
+    """The per-user sums that user-item signals as of the history's last day are looked up in."""
+    from recs.features.windows import user_item_window
+
+    return user_item_window(
+        history.user_item_daily, history.user_category_daily, history.items, history.as_of
+    )
+
+
 def user_item_as_of(history: History, pairs: DataFrame) -> DataFrame:
     """The user-item signals of ``pairs`` as of the history's last day."""
-    from recs.features.windows import user_item_signals
+    from recs.features.windows import signals_of
 
-    return user_item_signals(
-        pairs, history.user_item_daily, history.user_category_daily, history.items, history.as_of
-    )
+    return signals_of(pairs, user_item_window_of(history))
 
 
 def write_rollups(

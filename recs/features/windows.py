@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -169,19 +170,29 @@ def item_window_features(
     )
 
 
-def user_item_signals(
-    pairs: DataFrame,
+@dataclass(frozen=True)
+class UserItemWindow:
+    """Per-user sums over the longest window ending on ``as_of``: what every pair's signals
+    are looked up in. A step that scores several sets of pairs builds (and caches) it once."""
+
+    as_of: dt.date
+    meta: DataFrame  # item_id, category_id, brand
+    views: DataFrame  # per (user, item)
+    categories: DataFrame  # per (user, category)
+    brands: DataFrame  # per (user, brand)
+    totals: DataFrame  # per user
+
+    def frames(self) -> tuple[DataFrame, ...]:
+        return (self.meta, self.views, self.categories, self.brands, self.totals)
+
+
+def user_item_window(
     user_item_daily: DataFrame,
     user_category_daily: DataFrame,
     items: DataFrame,
     as_of: dt.date,
-) -> DataFrame:
-    """For (user_id, item_id) pairs: prior views, clicks and carts of the item, how long ago
-    the user last touched it and its category, and the user's category/brand affinity.
-
-    These separate a user's own taste and intent from popularity, which the item features
-    already carry. Only rollups up to ``as_of`` are read; one row per input pair.
-    """
+) -> UserItemWindow:
+    """The sums ``signals_of`` reads; only rollups up to ``as_of`` count."""
     in_window = F.datediff(F.lit(as_of), "event_date").between(0, LONGEST - 1)
     ui = user_item_daily.where(in_window)
     interacted = (F.col("views") + F.col("clicks") + F.col("carts") + F.col("purchases")) > 0
@@ -215,12 +226,22 @@ def user_item_signals(
         .agg(F.sum("_n").alias("_brand_n"))
     )
     totals = touched.groupBy("user_id").agg(F.sum("_n").alias("_total"))
+    return UserItemWindow(as_of, meta, views, cat, brand, totals)
+
+
+def signals_of(pairs: DataFrame, window: UserItemWindow) -> DataFrame:
+    """For (user_id, item_id) pairs: prior views, clicks and carts of the item, how long ago
+    the user last touched it and its category, and the user's category/brand affinity.
+
+    These separate a user's own taste and intent from popularity, which the item features
+    already carry. One row per input pair.
+    """
     return (
-        pairs.join(meta, "item_id", "left")
-        .join(views, ["user_id", "item_id"], "left")
-        .join(cat, ["user_id", "category_id"], "left")
-        .join(brand, ["user_id", "brand"], "left")
-        .join(totals, "user_id", "left")
+        pairs.join(window.meta, "item_id", "left")
+        .join(window.views, ["user_id", "item_id"], "left")
+        .join(window.categories, ["user_id", "category_id"], "left")
+        .join(window.brands, ["user_id", "brand"], "left")
+        .join(window.totals, "user_id", "left")
         .select(
             *pairs.columns,
             F.coalesce("views_28d", F.lit(0)).alias("views_28d"),
@@ -233,3 +254,14 @@ def user_item_signals(
             F.coalesce(F.try_divide("_brand_n", "_total"), F.lit(0.0)).alias("brand_affinity"),
         )
     )
+
+
+def user_item_signals(
+    pairs: DataFrame,
+    user_item_daily: DataFrame,
+    user_category_daily: DataFrame,
+    items: DataFrame,
+    as_of: dt.date,
+) -> DataFrame:
+    """``signals_of`` the pairs, from the rollups up to ``as_of``."""
+    return signals_of(pairs, user_item_window(user_item_daily, user_category_daily, items, as_of))

@@ -30,12 +30,12 @@ from recs.config import (
     RelatedConfig,
     ScoreConfig,
 )
-from recs.features import History
 from recs.features.spec import FeatureSpec
 from recs.frames import top_n
 from recs.score.experiment import bucket, holdout_buckets
 
 if TYPE_CHECKING:
+    from recs.features.windows import UserItemWindow
     from recs.model.dlrm import DLRM
     from recs.score.pacing import Paced
 
@@ -72,7 +72,7 @@ class ScoreInputs:
     ads: DataFrame  # optional: a shop without ads has an empty partition
     pool: DataFrame  # the candidate pool the features step stored for D
     sources: CandidateInputs  # for known users the stored pool lacks
-    history: History  # user-item signals for the ranking
+    signals: UserItemWindow  # what the ranking's user-item signals are looked up in
     live_ads: DataFrame  # ads that may serve on D+1 (recs.score.ads.live_ads)
     capped: DataFrame  # (user_id, ad_id) pairs at the frequency cap in the 7 days ending on D
     baskets: DataFrame  # user_item_daily over related.bought_together_days
@@ -144,7 +144,7 @@ def read_pool(spark: SparkSession, cfg: Config, date: dt.date) -> DataFrame:
 
 
 def read_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> ScoreInputs:
-    from recs.features import read_history
+    from recs.features import read_history, user_item_window_of
     from recs.score.ads import FREQUENCY_DAYS, frequency_capped, live_ads, serving_date
     from recs.score.related import item_vectors
     from recs.tables import read_date, read_range
@@ -161,7 +161,7 @@ def read_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> ScoreInputs:
         ads=ads,
         pool=read_pool(spark, cfg, date),
         sources=read_candidate_inputs(spark, cfg, date),
-        history=read_history(spark, cfg, date),
+        signals=user_item_window_of(read_history(spark, cfg, date)),
         live_ads=live_ads(ads, serving_date(date)),
         capped=frequency_capped(ad_events, date, cfg.score.frequency_cap),
         baskets=read_range(spark, cfg, "user_item_daily", date - basket_days, date),
@@ -183,17 +183,17 @@ def ranking_inputs(
     rows: DataFrame,
     users: DataFrame,
     items: DataFrame,
-    history: History,
+    signals: UserItemWindow,
     spec: FeatureSpec,
     ads: DataFrame | None,
     keep: list[str],
 ) -> DataFrame:
-    """``rows`` (user, item[, ad]) with features as of the history's day, hashed with ``spec``."""
-    from recs.features import user_item_as_of
+    """``rows`` (user, item[, ad]) with features as of the signals' day, hashed with ``spec``."""
     from recs.features.inputs import assemble, feature_frame
+    from recs.features.windows import signals_of
 
     pairs = rows.select("user_id", "item_id").where(F.col("item_id").isNotNull()).distinct()
-    frame = feature_frame(with_context(rows, users), users, items, user_item_as_of(history, pairs), ads)
+    frame = feature_frame(with_context(rows, users), users, items, signals_of(pairs, signals), ads)
     return assemble(frame, spec, keep)
 
 
@@ -209,7 +209,7 @@ def model_scores(
     """``keep`` columns of ``rows`` and the model's ``score`` for each, computed on the executors."""
     from recs.score.rank import score_with_model
 
-    features = ranking_inputs(rows, inputs.users, inputs.item_features, inputs.history, model.spec, ads, keep)
+    features = ranking_inputs(rows, inputs.users, inputs.item_features, inputs.signals, model.spec, ads, keep)
     return score_with_model(
         features,
         model.artifact,
@@ -476,6 +476,8 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         # Read by the candidate sources, the ranking context, ad targeting and the health checks.
         inputs.users.persist(StorageLevel.MEMORY_AND_DISK)
         inputs.capped.persist(StorageLevel.MEMORY_AND_DISK)  # ad lists and audiences: one events scan
+        for frame in inputs.signals.frames():  # recommendations, ads, audiences: one window sum
+            frame.persist(StorageLevel.MEMORY_AND_DISK)
         step.details["model_version"] = inputs.model.version if inputs.model else NO_MODEL
         if inputs.model is None:
             log.warning("score %s: no promoted model; ranking by candidate sources", date)
@@ -523,6 +525,8 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
         replace_partition(health, cfg, "output_health", date, tag=tag)
         inputs.users.unpersist()
         inputs.capped.unpersist()
+        for frame in inputs.signals.frames():
+            frame.unpersist()
         step.counts.update(
             {
                 "users_scored": int(figures["users_with_rows"]),
