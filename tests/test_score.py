@@ -514,6 +514,7 @@ def test_audiences_hold_eligible_users_of_live_campaigns_ranked_by_the_models_sc
     assert len(campaigns) > 0 and set(campaigns.audience_id) <= set(live.campaign_id)
     assert (aud.model_version == load_promoted(spark, cfg, LAST).version).all()
     ad = live.set_index("ad_id")
+    category = {r.item_id: r.category_id for r in read_date(spark, cfg, "items", LAST).collect()}
     for _, g in aud.groupby(["audience_type", "audience_id"]):
         g = g.sort_values("rank")
         assert list(g["rank"]) == list(range(1, len(g) + 1)) and len(g) <= cfg.audiences.size
@@ -523,12 +524,8 @@ def test_audiences_hold_eligible_users_of_live_campaigns_ranked_by_the_models_sc
         assert a.campaign_id == r.audience_id and (r.user_id, r.ad_id) not in capped
         u = users.loc[r.user_id]
         assert len(a.target_countries) == 0 or u.country in list(a.target_countries)
-        wanted = list(a.target_categories) or [read_category(spark, cfg, a.item_id)]
+        wanted = list(a.target_categories) or [category[a.item_id]]
         assert set(wanted) & set(u.top_categories), (r.user_id, r.audience_id)
-
-
-def read_category(spark, cfg, item_id):
-    return read_date(spark, cfg, "items", LAST).where(F.col("item_id") == item_id).first().category_id
 
 
 def test_pacing_keeps_every_campaigns_planned_spend_within_its_budget(spark, pipeline, tmp_path):
