@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
@@ -42,3 +42,21 @@ def one_row(*aggregates: DataFrame) -> dict:
     for other in aggregates[1:]:
         row = row.crossJoin(other)
     return row.first().asDict()
+
+
+def counting(
+    df: DataFrame, column: str, values: Sequence[str]
+) -> tuple[DataFrame, Callable[[], dict[str, int]]]:
+    """``df``, made to count its rows per value of ``column`` while the next action (a write)
+    runs it, and a function that returns those counts (values with none left out).
+
+    The counts come from the same pass as the write: no second job re-reads what was written.
+    Values not listed are not counted.
+    """
+    seen = Observation(f"rows by {column}")
+    observed = df.observe(seen, *[F.count_if(F.col(column) == v).alias(v) for v in values])
+
+    def counts() -> dict[str, int]:
+        return {v: int(n) for v, n in seen.get.items() if n}
+
+    return observed, counts

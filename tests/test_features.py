@@ -41,6 +41,25 @@ def test_window_features_equal_a_direct_count_over_events(spark, pipeline):
     assert sum(got[u]["views_28d"] for u in users) > sum(got[u]["views_1d"] for u in users) > 0
 
 
+def test_the_ledger_counts_each_source_as_the_tables_hold_it(spark, pipeline):
+    """The per-source counts are taken while writing, not by reading back: they must still
+    be what a reader of the tables finds (no source left out, none counted twice)."""
+    import json
+
+    cfg, _ = pipeline
+    runs = read_table(spark, cfg, "pipeline_runs").where(
+        (F.col("step") == "features") & (F.col("run_date") == F.lit(LAST)) & (F.col("status") == "succeeded")
+    )
+    details = json.loads(runs.orderBy(F.col("finished_at").desc()).first().details)
+    for name, column, key in (
+        ("candidate_pool", "candidate_source", "pool_by_source"),
+        ("training_examples", "source", "examples_by_source"),
+    ):
+        direct = read_date(spark, cfg, name, LAST).groupBy(column).count().collect()
+        assert details[key] == {r[column]: r["count"] for r in direct}, name
+    assert {"positive", "sampled", "ad"} <= set(details["examples_by_source"])
+
+
 def test_negatives_never_include_the_users_own_positives(spark, pipeline):
     cfg, _ = pipeline
     ex = read_table(spark, cfg, "training_examples")

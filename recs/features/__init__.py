@@ -190,24 +190,21 @@ def rollup_ready(spark: SparkSession, cfg: Config, dates: Sequence[dt.date]) -> 
     return sorted(d for d in set(dates) if all(d in days for days in present))
 
 
-def write_pool(spark: SparkSession, cfg: Config, date: dt.date, tag: str) -> None:
-    """Store D's candidate pool: score ranks it, evaluate judges it, D+1's examples learn from it."""
+def write_pool(spark: SparkSession, cfg: Config, date: dt.date, tag: str) -> dict[str, int]:
+    """Store D's candidate pool: score ranks it, evaluate judges it, D+1's examples learn from it.
+    Returns its rows per candidate source, counted as they were written."""
+    from recs.frames import counting
     from recs.score import candidate_pool, read_candidate_inputs, read_scoring_users
+    from recs.score.candidates import SOURCES
     from recs.tables import read_date, replace_partition
 
     users = read_scoring_users(spark, cfg, date)
     items_f = read_date(spark, cfg, "item_features", date)
     items = read_date(spark, cfg, "items", date)
     pool = candidate_pool(read_candidate_inputs(spark, cfg, date), cfg.score, date, users, items_f, items)
+    pool, by_source = counting(pool, "candidate_source", SOURCES)
     replace_partition(pool, cfg, "candidate_pool", date, tag=tag)
-
-
-def rows_by(spark: SparkSession, cfg: Config, name: str, date: dt.date, column: str) -> dict[str, int]:
-    """Row counts of ``name``'s ``date`` partition per value of ``column``: a few rows back."""
-    from recs.tables import read_range
-
-    counts = read_range(spark, cfg, name, date, date).groupBy(column).count().collect()
-    return {r[column]: r["count"] for r in counts}
+    return by_source()
 
 
 def silent_sources(pool: dict[str, int], examples: dict[str, int]) -> list[str]:
@@ -312,8 +309,10 @@ def run(
     ``written``: rows per table of what a backfill's range pass already wrote for ``date``
     (its rollups, and its window features); the night goes on from there.
     """
+    from recs.features.examples import EXAMPLE_SOURCES
     from recs.features.inputs import collision_rates
     from recs.features.spec import load_spec
+    from recs.frames import counting
     from recs.ledger import record_step
     from recs.tables import committed_rows, replace_partition
 
@@ -328,17 +327,17 @@ def run(
         if not set(WINDOW_TABLES) <= set(done):
             done.update(write_window_features(spark, cfg, [date], tag)[date])
         step.counts.update({f"{k}_rows": v for k, v in done.items()})
-        write_pool(spark, cfg, date, tag)
+        step.details["pool_by_source"] = write_pool(spark, cfg, date, tag)
         step.counts["candidate_pool_rows"] = committed_rows(spark, cfg, "candidate_pool", tag)
-        step.details["pool_by_source"] = rows_by(spark, cfg, "candidate_pool", date, "candidate_source")
 
         inputs = read_example_inputs(spark, cfg, date)
         frame, examples = training_examples(inputs, cfg.features, spec)
         # Kept for the collision statistics below, which would otherwise rebuild the whole join.
         frame.persist(StorageLevel.MEMORY_AND_DISK)
-        replace_partition(canonical_order(examples, cfg), cfg, "training_examples", date, tag=tag)
+        examples, by_source = counting(canonical_order(examples, cfg), "source", EXAMPLE_SOURCES)
+        replace_partition(examples, cfg, "training_examples", date, tag=tag)
         step.counts["training_examples_rows"] = committed_rows(spark, cfg, "training_examples", tag)
-        step.details["examples_by_source"] = rows_by(spark, cfg, "training_examples", date, "source")
+        step.details["examples_by_source"] = by_source()
         quiet = silent_sources(step.details["pool_by_source"], step.details["examples_by_source"])
         if quiet:
             step.details["silent_sources"] = quiet

@@ -29,6 +29,7 @@ from recs.frames import first_rows
 
 CONTEXT = ("device", "country", "surface")
 EXAMPLE_KEYS = ["user_id", "item_id", "ad_id", "source", "label", "weight", "is_ad"]
+EXAMPLE_SOURCES = ("positive", "impression", "sampled", "pool", "ad")  # every row's ``source``
 
 
 CONTEXT_COLUMNS = [f"context__{c}" for c in (*CONTEXT, "hour")]
