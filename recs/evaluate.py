@@ -41,14 +41,8 @@ def relevant_items(events: DataFrame) -> DataFrame:
     )
 
 
-def ranking_metrics(
-    recs: DataFrame, relevant: DataFrame, ks: list[int]
-) -> dict[tuple[str, int | None], float]:
-    """Mean per-user metrics over users who have both recommendations and relevant items.
-
-    ``recs`` has user_id, item_id, rank (1-based); relevance is binary. MRR counts a first
-    hit only within the largest k, so systems with longer lists are not favoured.
-    """
+def ranking_aggregate(recs: DataFrame, relevant: DataFrame, ks: list[int]) -> DataFrame:
+    """One row: the mean per-user metrics that ``ranking_values`` reads (see ``ranking_metrics``)."""
     users = recs.select("user_id").distinct().join(relevant.select("user_id").distinct(), "user_id")
     n_rel = relevant.join(users, "user_id").groupBy("user_id").agg(F.count(F.lit(1)).alias("n_rel"))
     hits = recs.join(relevant, ["user_id", "item_id"]).select("user_id", "rank")
@@ -74,25 +68,52 @@ def ranking_metrics(
             F.avg(F.col(f"dcg_{k}") / ideal).alias(f"ndcg_{k}"),
             F.avg((F.col(f"hits_{k}") > 0).cast("double")).alias(f"hit_rate_{k}"),
         ]
-    row = per_user.agg(*means).first().asDict()
+    return per_user.agg(*means)
+
+
+def ranking_values(row: dict, ks: list[int]) -> dict[tuple[str, int | None], float]:
     out: dict[tuple[str, int | None], float] = {("users_evaluated", None): float(row["users"] or 0)}
-    out[("mrr", top)] = _num(row["mrr"])
+    out[("mrr", max(ks))] = _num(row["mrr"])
     for k in ks:
         for m in ("recall", "ndcg", "hit_rate"):
             out[(m, k)] = _num(row[f"{m}_{k}"])
     return out
 
 
+def ranking_metrics(
+    recs: DataFrame, relevant: DataFrame, ks: list[int]
+) -> dict[tuple[str, int | None], float]:
+    """Mean per-user metrics over users who have both recommendations and relevant items.
+
+    ``recs`` has user_id, item_id, rank (1-based); relevance is binary. MRR counts a first
+    hit only within the largest k, so systems with longer lists are not favoured.
+    """
+    return ranking_values(ranking_aggregate(recs, relevant, ks).first().asDict(), ks)
+
+
 def _num(v: float | None) -> float:
     return float("nan") if v is None else float(v)
 
 
+def coverage_aggregate(recs: DataFrame, ks: list[int]) -> DataFrame:
+    """One row: the distinct items in anyone's top k, for each k."""
+    return recs.agg(
+        *[F.count_distinct(F.when(F.col("rank") <= k, F.col("item_id"))).alias(f"c{k}") for k in ks]
+    )
+
+
+def catalog_size(catalog: DataFrame) -> DataFrame:
+    return catalog.agg(F.count_if(F.col("in_stock")).alias("size"))
+
+
+def coverage_values(row: dict, size: int | None, ks: list[int]) -> dict[tuple[str, int | None], float]:
+    return {("coverage", k): (row[f"c{k}"] / size if size else float("nan")) for k in ks}
+
+
 def coverage(recs: DataFrame, catalog: DataFrame, ks: list[int]) -> dict[tuple[str, int | None], float]:
     """Share of the in-stock catalog that appears in anyone's top k."""
-    aggs = [F.count_distinct(F.when(F.col("rank") <= k, F.col("item_id"))).alias(f"c{k}") for k in ks]
-    row = one_row(recs.agg(*aggs), catalog.agg(F.count_if(F.col("in_stock")).alias("size")))
-    size = row["size"]
-    return {("coverage", k): (row[f"c{k}"] / size if size else float("nan")) for k in ks}
+    row = one_row(coverage_aggregate(recs, ks), catalog_size(catalog))
+    return coverage_values(row, row["size"], ks)
 
 
 def popularity_recs(users: DataFrame, item_features: DataFrame, k: int) -> DataFrame:
@@ -103,8 +124,8 @@ def popularity_recs(users: DataFrame, item_features: DataFrame, k: int) -> DataF
     return users.crossJoin(F.broadcast(ranked.select("item_id", "rank")))
 
 
-def pool_recall(candidates: DataFrame, relevant: DataFrame, users: DataFrame) -> float:
-    """Mean over ``users`` with relevant items of the share of them that the pool proposed."""
+def pool_recall_aggregate(candidates: DataFrame, relevant: DataFrame, users: DataFrame) -> DataFrame:
+    """One row, ``pool_recall``: see ``pool_recall``."""
     rel = relevant.join(users, "user_id")
     per_user = (
         rel.join(
@@ -113,7 +134,12 @@ def pool_recall(candidates: DataFrame, relevant: DataFrame, users: DataFrame) ->
         .groupBy("user_id")
         .agg((F.count("_in") / F.count(F.lit(1))).alias("r"))
     )
-    return _num(per_user.agg(F.avg("r")).first()[0])
+    return per_user.agg(F.avg("r").alias("pool_recall"))
+
+
+def pool_recall(candidates: DataFrame, relevant: DataFrame, users: DataFrame) -> float:
+    """Mean over ``users`` with relevant items of the share of them that the pool proposed."""
+    return _num(pool_recall_aggregate(candidates, relevant, users).first()[0])
 
 
 def baseline_lists(candidates: DataFrame, k: int) -> dict[str, DataFrame]:
@@ -197,6 +223,9 @@ def arms(recs: DataFrame) -> dict[str, DataFrame]:
     return out
 
 
+SYSTEM_SEP = "::"  # system name :: aggregate column, in an arm's one-row query
+
+
 def arm_rows(
     inputs: EvalInputs, relevant: DataFrame, users: DataFrame, ks: list[int], arm: str, date: dt.date
 ) -> list[dict[str, object]]:
@@ -208,16 +237,22 @@ def arm_rows(
         "popularity": popularity_recs(users, inputs.items, top),
         **baseline_lists(pool, top),
     }
-    results = {
-        name: ranking_metrics(df, relevant, ks) | coverage(df, inputs.items, ks)
-        for name, df in systems.items()
-    }
+    # Every figure of the arm in one query: each system's aggregates side by side.
+    parts = [catalog_size(inputs.items), pool_recall_aggregate(pool, relevant, users)]
+    for name, df in systems.items():
+        both = ranking_aggregate(df, relevant, ks).crossJoin(coverage_aggregate(df, ks))
+        parts.append(both.select(*[F.col(c).alias(f"{name}{SYSTEM_SEP}{c}") for c in both.columns]))
+    row = one_row(*parts)
+    results = {}
+    for name in systems:
+        own = {c.split(SYSTEM_SEP, 1)[1]: v for c, v in row.items() if c.startswith(name + SYSTEM_SEP)}
+        results[name] = ranking_values(own, ks) | coverage_values(own, row["size"], ks)
     version = inputs.version
     rows = [
         metric_row(m, k, v, version, date, {name: results[name].get((m, k)) for name in results}, arm)
         for (m, k), v in results["model"].items()
     ]
-    rows.append(metric_row("pool_recall", None, pool_recall(pool, relevant, users), version, date, None, arm))
+    rows.append(metric_row("pool_recall", None, _num(row["pool_recall"]), version, date, None, arm))
     return rows
 
 
