@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from recs.config import Config
 from recs.errors import StepSkipped
-from recs.frames import one_row, top_n
+from recs.frames import exact_mean, exact_sum, one_row, top_n
 from recs.schemas import interaction_events
 from recs.values import finite_or_none, metric_text
 
@@ -52,11 +52,12 @@ def ranking_aggregate(recs: DataFrame, relevant: DataFrame, ks: list[int]) -> Da
         in_k = F.col("rank") <= k
         aggs += [
             F.count_if(in_k).alias(f"hits_{k}"),
-            F.sum(F.when(in_k, 1.0 / F.log2(F.col("rank") + 1)).otherwise(0.0)).alias(f"dcg_{k}"),
+            exact_sum(F.when(in_k, 1.0 / F.log2(F.col("rank") + 1)).otherwise(0.0)).alias(f"dcg_{k}"),
         ]
     per_user = n_rel.join(hits.groupBy("user_id").agg(*aggs), "user_id", "left").fillna(0)
     means = [F.count(F.lit(1)).alias("users")]
-    means.append(F.avg(F.when(F.col("first_hit") > 0, 1.0 / F.col("first_hit")).otherwise(0.0)).alias("mrr"))
+    reciprocal = F.when(F.col("first_hit") > 0, 1.0 / F.col("first_hit")).otherwise(0.0)
+    means.append(exact_mean(reciprocal).alias("mrr"))
     for k in ks:
         ideal = F.aggregate(
             F.sequence(F.lit(1), F.least(F.col("n_rel"), F.lit(k))),
@@ -64,9 +65,9 @@ def ranking_aggregate(recs: DataFrame, relevant: DataFrame, ks: list[int]) -> Da
             lambda acc, i: acc + 1.0 / F.log2(i + 1),
         )
         means += [
-            F.avg(F.col(f"hits_{k}") / F.col("n_rel")).alias(f"recall_{k}"),
-            F.avg(F.col(f"dcg_{k}") / ideal).alias(f"ndcg_{k}"),
-            F.avg((F.col(f"hits_{k}") > 0).cast("double")).alias(f"hit_rate_{k}"),
+            exact_mean(F.col(f"hits_{k}") / F.col("n_rel")).alias(f"recall_{k}"),
+            exact_mean(F.col(f"dcg_{k}") / ideal).alias(f"ndcg_{k}"),
+            exact_mean((F.col(f"hits_{k}") > 0).cast("double")).alias(f"hit_rate_{k}"),
         ]
     return per_user.agg(*means)
 
@@ -134,7 +135,7 @@ def pool_recall_aggregate(candidates: DataFrame, relevant: DataFrame, users: Dat
         .groupBy("user_id")
         .agg((F.count("_in") / F.count(F.lit(1))).alias("r"))
     )
-    return per_user.agg(F.avg("r").alias("pool_recall"))
+    return per_user.agg(exact_mean("r").alias("pool_recall"))
 
 
 def pool_recall(candidates: DataFrame, relevant: DataFrame, users: DataFrame) -> float:

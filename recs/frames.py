@@ -35,6 +35,26 @@ def top_n(
     return first_rows(df, key, [F.col(score).desc(), F.col(tie)], n, rank)
 
 
+# Sums of doubles in Spark depend on the order rows reach the aggregate (partitions, file
+# layout, which map output arrives first), so a rerun over the same rows could differ in the
+# last bits, and a figure that ranks or compares could flip. Summed as decimals, each term
+# rounded to 18 places, the sum is exact and so the same in any order. Terms and sums must
+# stay below 1e20.
+EXACT = "decimal(38,18)"
+
+
+def exact_sum(column: Column | str) -> Column:
+    """``sum`` of a double column that is the same whatever the order of its rows."""
+    c = F.col(column) if isinstance(column, str) else column
+    return F.sum(c.cast(EXACT)).cast("double")
+
+
+def exact_mean(column: Column | str) -> Column:
+    """``avg`` of a double column that is the same whatever the order of its rows (null for none)."""
+    c = F.col(column) if isinstance(column, str) else column
+    return F.try_divide(F.sum(c.cast(EXACT)), F.count(c)).cast("double")
+
+
 def one_row(*aggregates: DataFrame) -> dict:
     """Single-row aggregates side by side, computed by one query: Spark plans them together
     (and reuses their common scans) instead of running a job per figure."""

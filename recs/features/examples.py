@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recs.features.rollups import INTERACTIONS
-from recs.frames import first_rows
+from recs.frames import exact_sum, first_rows
 
 CONTEXT = ("device", "country", "surface")
 EXAMPLE_KEYS = ["user_id", "item_id", "ad_id", "source", "label", "weight", "is_ad"]
@@ -111,7 +111,7 @@ def popularity_slots(item_features: DataFrame, resolution: int, power: float = 1
     popularity = F.col("views_28d") + F.col("clicks_28d") + F.col("impressions_28d") / 10 + 1.0
     weight = F.pow(popularity, F.lit(float(power)))
     items = item_features.where("in_stock").select("item_id", weight.alias("w"))
-    total = items.agg(F.sum("w").alias("_total"))
+    total = items.agg(exact_sum("w").alias("_total"))
     sized = items.crossJoin(total).select(
         "item_id",
         F.greatest(F.lit(1), F.round(F.col("w") / F.col("_total") * resolution)).cast("long").alias("n"),

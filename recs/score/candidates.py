@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recs.frames import first_rows, top_n
+from recs.frames import exact_sum, first_rows, top_n
 from recs.schemas import interaction_events
 
 # Earlier sources win when one item comes from several; also the no-model ordering.
@@ -87,7 +87,7 @@ def covisit_candidates(user_features: DataFrame, neighbours: DataFrame, cap: int
     scored = (
         recent.join(neighbours, "item_id")
         .groupBy("user_id", F.col("neighbour").alias("item_id"))
-        .agg(F.sum(F.col("weight") / (F.col("pos") + 1)).alias("source_score"))
+        .agg(exact_sum(F.col("weight") / (F.col("pos") + 1)).alias("source_score"))
     )
     return top_n(scored, ["user_id"], "source_score", cap).withColumn("candidate_source", F.lit("covisit"))
 

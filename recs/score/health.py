@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recs.config import HealthConfig
-from recs.frames import one_row
+from recs.frames import exact_mean, exact_sum, one_row
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def recommendation_figures(
         .join(previous.select("user_id").distinct(), "user_id")
         .groupBy("user_id")
         .agg((F.count("_was") / F.count(F.lit(1))).alias("o"))
-        .agg(F.avg("o").alias("overlap"))
+        .agg(exact_mean("o").alias("overlap"))
     )
     bad = recs.agg(F.count_if(_bad("score")).alias("bad"))
     f = one_row(users, missing, share, in_stock, overlap, bad)
@@ -133,8 +133,8 @@ def pacing_figures(paced: DataFrame, unpaced: DataFrame, budgets: DataFrame) -> 
     from recs.score.pacing import planned_spend
 
     f = one_row(
-        paced.agg(F.sum("ecpm").alias("planned")),
-        unpaced.agg(F.sum("ecpm").alias("free")),
+        paced.agg(exact_sum("ecpm").alias("planned")),
+        unpaced.agg(exact_sum("ecpm").alias("free")),
         planned_spend(unpaced, budgets).agg(F.count_if(~within_budget()).alias("over")),
     )
     return {

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recs.config import PacingConfig
-from recs.frames import first_rows, top_n
+from recs.frames import EXACT, exact_sum, first_rows, top_n
 from recs.score.ads import campaign_key
 
 PLACEMENT = ["user_id", "ad_id"]
@@ -65,7 +65,7 @@ def over_budget(ranked: DataFrame, budgets: DataFrame) -> DataFrame:
     return (
         ranked.withColumn("campaign", campaign_key())
         .join(F.broadcast(budgets), "campaign")
-        .withColumn("_spent", F.sum("expected_spend").over(w))
+        .withColumn("_spent", F.sum(F.col("expected_spend").cast(EXACT)).over(w).cast("double"))
         .where(F.col("_spent") > F.col("budget"))
         .select(*PLACEMENT, "campaign", "ecpm")
     )
@@ -99,7 +99,7 @@ def planned_spend(ranked: DataFrame, budgets: DataFrame) -> DataFrame:
     """(campaign, spend, budget) for each budgeted campaign that won a slot."""
     return (
         ranked.groupBy(campaign_key().alias("campaign"))
-        .agg(F.sum("expected_spend").alias("spend"))
+        .agg(exact_sum("expected_spend").alias("spend"))
         .join(budgets, "campaign")
     )
 

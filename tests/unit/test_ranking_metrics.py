@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from pyspark.sql import functions as F
 
 from recs.evaluate import baseline_lists, coverage, pool_recall, ranking_metrics
 from recs.score import pool_positions
@@ -52,6 +53,39 @@ def test_ranking_metrics_equal_the_textbook_definitions(spark):
     assert got[("mrr", 3)] == pytest.approx((1 / 2 + 1 / 3) / 2)
     # MRR stops at the largest k: b's first hit at rank 3 is outside a top 2.
     assert ranking_metrics(recs, relevant, [2])[("mrr", 2)] == pytest.approx((1 / 2 + 0) / 2)
+
+
+def test_ranking_metrics_do_not_depend_on_how_the_rows_are_laid_out(spark):
+    """A rerun reads the same rows in other files and partitions: the figures must not move,
+    not even in the last bit (eval_metrics of a rerun is compared row for row)."""
+    import random
+    from fractions import Fraction
+
+    rng = random.Random(3)
+    rows = [(f"u{u}", f"i{rng.randrange(300)}", rank) for u in range(1500) for rank in range(1, 21)]
+    picks = [(u, rng.randrange(1, 9)) for u in range(1500)]
+    rel = sorted({(f"u{u}", f"i{rng.randrange(300)}") for u, n in picks for _ in range(n)})
+    recs = spark.createDataFrame(rows, "user_id string, item_id string, rank int")
+    relevant = spark.createDataFrame(rel, "user_id string, item_id string")
+    layouts = [
+        (recs.coalesce(1), relevant.coalesce(1)),
+        (recs.repartition(7), relevant.repartition(3)),
+        (recs.orderBy(F.rand(5)).repartition(5, "rank"), relevant.orderBy(F.rand(2))),
+    ]
+    results = [ranking_metrics(r, v, [5, 20]) for r, v in layouts]
+    assert results[1] == results[0] and results[2] == results[0]
+
+    # MRR against exact rational arithmetic: first hit within the list, over users with relevant items.
+    wanted = {}
+    for u, item in rel:
+        wanted.setdefault(u, set()).add(item)
+    first = {}
+    for u, item, rank in rows:
+        if item in wanted.get(u, ()) and rank < first.get(u, 99):
+            first[u] = rank
+    users = {u for u, _, _ in rows} & set(wanted)
+    mrr = sum((Fraction(1, first[u]) for u in users if u in first), Fraction(0)) / len(users)
+    assert results[0][("mrr", 20)] == pytest.approx(float(mrr), rel=1e-15, abs=0)
 
 
 def test_coverage_counts_distinct_in_stock_items_in_anyones_top_k(spark):

@@ -9,7 +9,7 @@ import math
 import pytest
 from pyspark.sql import functions as F
 
-from recs.frames import first_rows
+from recs.frames import exact_mean, exact_sum, first_rows
 from recs.ingest import mark_duplicates, parse_json, validate_events
 from recs.model.registry import gate
 from recs.schemas import raw_schema
@@ -131,6 +131,20 @@ def test_first_rows_keeps_n_per_key_in_order_and_can_number_them(spark):
 
     assert sorted(tuple(r) for r in top.collect()) == [("a", 5, "w", 1), ("a", 5, "y", 2), ("b", 1, "z", 1)]
     assert first_rows(df, ["k"], ["s", "t"]).columns == ["k", "s", "t"]
+
+
+def test_exact_sums_give_the_true_sum_whatever_the_order_of_the_rows(spark):
+    # In doubles 1e16 + 1 == 1e16: summed in this order the two 1.0s vanish, in another they do not.
+    values = [1e16, 1.0, 1.0, -1e16, 0.1, 0.2]
+    true_sum = math.fsum(values)  # 2.3000000000000003, correctly rounded
+    for order in (values, values[::-1], sorted(values), [values[i] for i in (1, 2, 0, 4, 3, 5)]):
+        df = spark.createDataFrame([(v,) for v in order], "v double")
+        for layout in (df.coalesce(1), df.repartition(3)):
+            row = layout.agg(exact_sum("v").alias("s"), exact_mean("v").alias("m")).first()
+            assert row.s == pytest.approx(true_sum, rel=1e-15, abs=0)
+            assert row.m == pytest.approx(true_sum / len(values), rel=1e-15, abs=0)
+    empty = spark.createDataFrame([(None,)], "v double")
+    assert empty.agg(exact_mean("v")).first()[0] is None
 
 
 def test_undefined_numbers_become_null_and_show_as_a_dash():
