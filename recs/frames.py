@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from pyspark.sql import Column, DataFrame, Observation
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
+from pyspark.sql.window import Window, WindowSpec
 
 
 def first_rows(
@@ -38,21 +38,34 @@ def top_n(
 # Sums of doubles in Spark depend on the order rows reach the aggregate (partitions, file
 # layout, which map output arrives first), so a rerun over the same rows could differ in the
 # last bits, and a figure that ranks or compares could flip. Summed as decimals, each term
-# rounded to 18 places, the sum is exact and so the same in any order. Terms and sums must
-# stay below 1e20.
+# rounded to 18 places, the sum is exact and so the same in any order. A group with a NaN or
+# infinite term keeps the double result (NaN or infinity whatever the order, never dropped);
+# one whose terms or sum reach 1e20 keeps the double sum as well.
 EXACT = "decimal(38,18)"
 
 
-def exact_sum(column: Column | str) -> Column:
-    """``sum`` of a double column that is the same whatever the order of its rows."""
+def _decimal_total(c: Column, window: WindowSpec | None = None) -> Column:
+    """The exact sum of ``c``, or null when a term or the sum does not fit ``EXACT``."""
+    as_decimal = c.try_cast(EXACT)
+
+    def over(agg: Column) -> Column:
+        return agg if window is None else agg.over(window)
+
+    return F.when(over(F.count(as_decimal)) == over(F.count(c)), over(F.try_sum(as_decimal)))
+
+
+def exact_sum(column: Column | str, window: WindowSpec | None = None) -> Column:
+    """``sum`` of a double column (over ``window``, if given) that is the same whatever the
+    order of its rows."""
     c = F.col(column) if isinstance(column, str) else column
-    return F.sum(c.cast(EXACT)).cast("double")
+    double = F.sum(c) if window is None else F.sum(c).over(window)
+    return F.coalesce(_decimal_total(c, window).cast("double"), double)
 
 
 def exact_mean(column: Column | str) -> Column:
     """``avg`` of a double column that is the same whatever the order of its rows (null for none)."""
     c = F.col(column) if isinstance(column, str) else column
-    return F.try_divide(F.sum(c.cast(EXACT)), F.count(c)).cast("double")
+    return F.coalesce(F.try_divide(_decimal_total(c), F.count(c)).cast("double"), F.avg(c))
 
 
 def one_row(*aggregates: DataFrame) -> dict:

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recs.config import PacingConfig
-from recs.frames import EXACT, exact_sum, first_rows, top_n
+from recs.frames import exact_sum, first_rows, top_n
 from recs.score.ads import campaign_key
 
 PLACEMENT = ["user_id", "ad_id"]
@@ -65,7 +65,7 @@ def over_budget(ranked: DataFrame, budgets: DataFrame) -> DataFrame:
     return (
         ranked.withColumn("campaign", campaign_key())
         .join(F.broadcast(budgets), "campaign")
-        .withColumn("_spent", F.sum(F.col("expected_spend").cast(EXACT)).over(w).cast("double"))
+        .withColumn("_spent", exact_sum("expected_spend", w))
         .where(F.col("_spent") > F.col("budget"))
         .select(*PLACEMENT, "campaign", "ecpm")
     )

@@ -8,6 +8,7 @@ import math
 
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 
 from recs.frames import exact_mean, exact_sum, first_rows
 from recs.ingest import mark_duplicates, parse_json, validate_events
@@ -143,8 +144,24 @@ def test_exact_sums_give_the_true_sum_whatever_the_order_of_the_rows(spark):
             row = layout.agg(exact_sum("v").alias("s"), exact_mean("v").alias("m")).first()
             assert row.s == pytest.approx(true_sum, rel=1e-15, abs=0)
             assert row.m == pytest.approx(true_sum / len(values), rel=1e-15, abs=0)
+    running = Window.orderBy("i").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    indexed = spark.createDataFrame(list(enumerate(values)), "i int, v double").repartition(3)
+    got = [r.s for r in indexed.select("i", exact_sum("v", running).alias("s")).orderBy("i").collect()]
+    assert got == pytest.approx([math.fsum(values[: i + 1]) for i in range(len(values))], rel=1e-15, abs=0)
     empty = spark.createDataFrame([(None,)], "v double")
-    assert empty.agg(exact_mean("v")).first()[0] is None
+    assert empty.agg(exact_sum("v"), exact_mean("v")).first() == (None, None)
+    # A term that is not a number is not dropped: the figure says so, as a double sum would.
+    odd = spark.createDataFrame(
+        [("nan", 1.0), ("nan", math.nan), ("inf", 1.0), ("inf", math.inf)], "g string, v double"
+    )
+    got = {
+        r.g: (r.s, r.m)
+        for r in odd.groupBy("g").agg(exact_sum("v").alias("s"), exact_mean("v").alias("m")).collect()
+    }
+    assert math.isnan(got["nan"][0]) and math.isnan(got["nan"][1])
+    assert got["inf"] == (math.inf, math.inf)
+    huge = spark.createDataFrame([(1e25,), (1.0,)], "v double")  # past the decimal's range: a double sum
+    assert huge.agg(exact_sum("v"), exact_mean("v")).first() == (1e25, 5e24)
 
 
 def test_undefined_numbers_become_null_and_show_as_a_dash():
