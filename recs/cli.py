@@ -251,11 +251,11 @@ def _print_profile(profiler, title: str) -> None:
         return
     from rich.console import Console
 
-    from recs.profile import cost_table, slowest_lines
+    from recs.profile import cost_table, jvm_lines, slowest_lines
 
     console = Console()
     console.print(cost_table(profiler.steps, title))
-    for line in slowest_lines(profiler.steps):
+    for line in slowest_lines(profiler.steps) + jvm_lines(profiler.steps):
         console.print(line, highlight=False)
 
 

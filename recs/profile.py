@@ -41,6 +41,10 @@ class StepCost:
     scans: Counter[str] = field(default_factory=Counter)  # table name (or path) -> file scans
     commits: Counter[str] = field(default_factory=Counter)  # table name -> Delta versions added
     slowest: list[tuple[float, str]] = field(default_factory=list)  # (seconds, query description)
+    # The driver JVM's own clocks, summed over its compiler and collector threads: time no
+    # Spark metric shows, and much of a small step's in a young JVM.
+    jit_seconds: float = 0.0
+    gc_seconds: float = 0.0
 
     @property
     def table_scans(self) -> int:
@@ -79,6 +83,7 @@ class SparkProfiler:
         assert jvm is not None
         self._jvm = jvm
         self._sql_store = spark._jsparkSession.sharedState().statusStore()  # type: ignore[attr-defined]
+        self._mx = jvm.java.lang.management.ManagementFactory
 
     @contextmanager
     def measure(self, step: str) -> Iterator[StepCost]:
@@ -88,11 +93,15 @@ class SparkProfiler:
         before_commits = self._log_versions()
         first_query = self._last_query_id() + 1
         sc.setLocalProperty("spark.jobGroup.id", group)
+        clocks = self._jvm_clocks()
         started = time.perf_counter()
         try:
             yield cost
         finally:
             cost.seconds = time.perf_counter() - started
+            cost.jit_seconds, cost.gc_seconds = (
+                after - before for after, before in zip(self._jvm_clocks(), clocks, strict=True)
+            )
             sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
             self._drain()
             cost.jobs = len(sc.statusTracker().getJobIdsForGroup(group))
@@ -100,6 +109,13 @@ class SparkProfiler:
             after = self._log_versions()
             cost.commits = +Counter({t: n - before_commits.get(t, 0) for t, n in after.items()})  # new only
             self.steps.append(cost)
+
+    def _jvm_clocks(self) -> tuple[float, float]:
+        """(JIT compilation, GC) seconds the driver JVM has spent so far (its MXBeans count ms)."""
+        mx = self._mx
+        jit = mx.getCompilationMXBean().getTotalCompilationTime() / 1e3
+        gc = sum(max(int(b.getCollectionTime()), 0) for b in mx.getGarbageCollectorMXBeans()) / 1e3
+        return jit, gc
 
     def _drain(self) -> None:
         """Wait until Spark's listeners have seen every event of the step."""
@@ -156,6 +172,8 @@ def by_step(costs: list[StepCost]) -> list[StepCost]:
         total.jobs += c.jobs
         total.queries += c.queries
         total.query_seconds += c.query_seconds
+        total.jit_seconds += c.jit_seconds
+        total.gc_seconds += c.gc_seconds
         total.scans.update(c.scans)
         total.commits.update(c.commits)
         total.slowest = sorted(total.slowest + c.slowest, reverse=True)[:5]
@@ -181,6 +199,15 @@ def cost_table(steps: list[StepCost], title: str):
             str(sum(c.commits.values())),
         )
     return table
+
+
+def jvm_lines(steps: list[StepCost]) -> list[str]:
+    """Each step's JIT compiling and GC time in the driver JVM (with local executors, theirs too)."""
+    return [
+        f"{c.step}: JVM compiling code {c.jit_seconds:.1f} s, collecting garbage {c.gc_seconds:.1f} s "
+        f"(in {c.seconds:.1f} s wall)"
+        for c in steps
+    ]
 
 
 def slowest_lines(steps: list[StepCost], per_step: int = 3) -> list[str]:

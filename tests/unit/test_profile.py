@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
-from recs.profile import SparkProfiler, by_step, cost_table, scanned_locations, slowest_lines, table_of
+from recs.profile import (
+    SparkProfiler,
+    by_step,
+    cost_table,
+    jvm_lines,
+    scanned_locations,
+    slowest_lines,
+    table_of,
+)
 from recs.tables import read_date, replace_partition
 from tests.conftest import make_config, uniform_rows
 
@@ -62,6 +71,11 @@ def test_profiler_counts_two_commits_then_a_read_without_commits(spark, tmp_path
     assert dict(write.commits) == {"recommendations": 2}
     assert write.jobs > 0 and write.queries > 0
     assert f"write recommendations {D}" in [text for _, text in write.slowest]
+    # Two Delta commits make the JVM compile new code; its compiler threads can't have spent
+    # more than every core for the whole step (a unit slip of ms for s would exceed it).
+    assert 0 < write.jit_seconds <= write.seconds * (os.cpu_count() or 1), write.jit_seconds
+    assert 0 <= write.gc_seconds <= write.seconds * (os.cpu_count() or 1)
+    assert jvm_lines([write])[0].startswith(f"write: JVM compiling code {write.jit_seconds:.1f} s, ")
     assert not read.commits
     assert read.scans["recommendations"] >= 1 and read.table_scans >= 1
     assert read.jobs >= 1 and read.seconds > 0
@@ -77,4 +91,5 @@ def test_profiler_counts_two_commits_then_a_read_without_commits(spark, tmp_path
     assert (
         total[1].jobs == 2 * read.jobs
         and total[1].scans["recommendations"] == 2 * read.scans["recommendations"]
+        and total[1].jit_seconds == 2 * read.jit_seconds
     )
