@@ -71,9 +71,9 @@ def test_profiler_counts_two_commits_then_a_read_without_commits(spark, tmp_path
     assert dict(write.commits) == {"recommendations": 2}
     assert write.jobs > 0 and write.queries > 0
     assert f"write recommendations {D}" in [text for _, text in write.slowest]
-    # Two Delta commits make the JVM compile new code; its compiler threads can't have spent
-    # more than every core for the whole step (a unit slip of ms for s would exceed it).
-    assert 0 < write.jit_seconds <= write.seconds * (os.cpu_count() or 1), write.jit_seconds
+    # The JVM's compiler threads can't have spent more than every core for the whole step (a
+    # unit slip of ms for s would exceed it); a JVM that compiled all it needs may spend none.
+    assert 0 <= write.jit_seconds <= write.seconds * (os.cpu_count() or 1), write.jit_seconds
     assert 0 <= write.gc_seconds <= write.seconds * (os.cpu_count() or 1)
     assert jvm_lines([write])[0].startswith(f"write: JVM compiling code {write.jit_seconds:.1f} s, ")
     assert not read.commits
