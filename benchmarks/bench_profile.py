@@ -45,13 +45,13 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{report.failed} failed for {args.date}: {report.error}")
         for cost in profiler.steps:
             walls.setdefault(cost.step, []).append(cost.seconds)
-    cpu = jvm_lines(profiler.steps)  # the last run's, beside its own wall
+    jit_gc = jvm_lines(profiler.steps)  # the last run's, beside its own wall
     for cost in profiler.steps:
         cost.seconds = statistics.median(walls[cost.step])
     title = f"{args.date} on {machine()}: counts of the last run, median wall of {args.repeats}"
     console = Console()
     console.print(cost_table(profiler.steps, title))
-    for line in slowest_lines(profiler.steps) + cpu:
+    for line in slowest_lines(profiler.steps) + jit_gc:
         console.print(line, highlight=False)
     total = sum(c.seconds for c in profiler.steps)
     jobs = sum(c.jobs for c in profiler.steps)
