@@ -12,11 +12,13 @@ Results go to ``eval_metrics`` partitioned by ``eval_date``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recs.config import Config
@@ -41,11 +43,20 @@ def relevant_items(events: DataFrame) -> DataFrame:
     )
 
 
-def ranking_aggregate(recs: DataFrame, relevant: DataFrame, ks: list[int]) -> DataFrame:
-    """One row: the mean per-user metrics that ``ranking_values`` reads (see ``ranking_metrics``)."""
-    users = recs.select("user_id").distinct().join(relevant.select("user_id").distinct(), "user_id")
-    n_rel = relevant.join(users, "user_id").groupBy("user_id").agg(F.count(F.lit(1)).alias("n_rel"))
-    hits = recs.join(relevant, ["user_id", "item_id"]).select("user_id", "rank")
+def only(where: Column | None, c: Column) -> Column:
+    """``c`` on the rows where ``where`` holds, null (left out of aggregates) elsewhere; ``c``
+    itself without a condition."""
+    return c if where is None else F.when(where, c)
+
+
+def per_user_hits(recs: DataFrame, relevant: DataFrame, ks: list[int], keys: Sequence[str] = ()) -> DataFrame:
+    """One row per user (and value of ``keys``) with both recommendations and relevant items:
+    how many items are relevant, the rank of the first hit within the largest k, and the hits
+    and DCG at each k."""
+    keys = list(keys)
+    users = recs.select(*keys, "user_id").distinct().join(relevant.select("user_id").distinct(), "user_id")
+    n_rel = relevant.join(users, "user_id").groupBy(*keys, "user_id").agg(F.count(F.lit(1)).alias("n_rel"))
+    hits = recs.join(relevant, ["user_id", "item_id"]).select(*keys, "user_id", "rank")
     top = max(ks)
     aggs = [F.min(F.when(F.col("rank") <= top, F.col("rank"))).alias("first_hit")]
     for k in ks:
@@ -54,10 +65,16 @@ def ranking_aggregate(recs: DataFrame, relevant: DataFrame, ks: list[int]) -> Da
             F.count_if(in_k).alias(f"hits_{k}"),
             exact_sum(F.when(in_k, 1.0 / F.log2(F.col("rank") + 1)).otherwise(0.0)).alias(f"dcg_{k}"),
         ]
-    per_user = n_rel.join(hits.groupBy("user_id").agg(*aggs), "user_id", "left").fillna(0)
-    means = [F.count(F.lit(1)).alias("users")]
+    return n_rel.join(hits.groupBy(*keys, "user_id").agg(*aggs), [*keys, "user_id"], "left").fillna(0)
+
+
+def ranking_means(ks: list[int], where: Column | None = None, prefix: str = "") -> list[Column]:
+    """The means ``ranking_values`` reads, over the per-user rows where ``where`` holds (all
+    rows without it), each named ``prefix`` + its name."""
+    users = F.count(F.lit(1)) if where is None else F.count_if(where)
+    means = [users.alias(f"{prefix}users")]
     reciprocal = F.when(F.col("first_hit") > 0, 1.0 / F.col("first_hit")).otherwise(0.0)
-    means.append(exact_mean(reciprocal).alias("mrr"))
+    means.append(exact_mean(only(where, reciprocal)).alias(f"{prefix}mrr"))
     for k in ks:
         ideal = F.aggregate(
             F.sequence(F.lit(1), F.least(F.col("n_rel"), F.lit(k))),
@@ -65,11 +82,26 @@ def ranking_aggregate(recs: DataFrame, relevant: DataFrame, ks: list[int]) -> Da
             lambda acc, i: acc + 1.0 / F.log2(i + 1),
         )
         means += [
-            exact_mean(F.col(f"hits_{k}") / F.col("n_rel")).alias(f"recall_{k}"),
-            exact_mean(F.col(f"dcg_{k}") / ideal).alias(f"ndcg_{k}"),
-            exact_mean((F.col(f"hits_{k}") > 0).cast("double")).alias(f"hit_rate_{k}"),
+            exact_mean(only(where, F.col(f"hits_{k}") / F.col("n_rel"))).alias(f"{prefix}recall_{k}"),
+            exact_mean(only(where, F.col(f"dcg_{k}") / ideal)).alias(f"{prefix}ndcg_{k}"),
+            exact_mean(only(where, (F.col(f"hits_{k}") > 0).cast("double"))).alias(f"{prefix}hit_rate_{k}"),
         ]
-    return per_user.agg(*means)
+    return means
+
+
+def ranking_aggregate(
+    recs: DataFrame,
+    relevant: DataFrame,
+    ks: list[int],
+    keys: Sequence[str] = (),
+    cells: Mapping[str, Column] | None = None,
+) -> DataFrame:
+    """One row: the mean per-user metrics that ``ranking_values`` reads (see ``ranking_metrics``);
+    with ``keys``, one set per cell (column prefix -> which key values it averages over)."""
+    per_user = per_user_hits(recs, relevant, ks, keys)
+    return per_user.agg(
+        *[c for prefix, where in (cells or {"": None}).items() for c in ranking_means(ks, where, prefix)]
+    )
 
 
 def ranking_values(row: dict, ks: list[int]) -> dict[tuple[str, int | None], float]:
@@ -96,11 +128,21 @@ def _num(v: float | None) -> float:
     return float("nan") if v is None else float(v)
 
 
-def coverage_aggregate(recs: DataFrame, ks: list[int]) -> DataFrame:
-    """One row: the distinct items in anyone's top k, for each k."""
-    return recs.agg(
-        *[F.count_distinct(F.when(F.col("rank") <= k, F.col("item_id"))).alias(f"c{k}") for k in ks]
-    )
+def coverage_aggregate(
+    recs: DataFrame,
+    ks: list[int],
+    keys: Sequence[str] = (),
+    cells: Mapping[str, Column] | None = None,
+) -> DataFrame:
+    """One row: the distinct items in anyone's top k, for each k (and each cell, as in
+    ``ranking_aggregate``). An item is in a top k when its best rank is."""
+    best = recs.where(F.col("item_id").isNotNull()).groupBy(*keys, "item_id").agg(F.min("rank").alias("best"))
+    counts = [
+        F.count_if(only(where, F.col("best") <= k)).alias(f"{prefix}c{k}")
+        for prefix, where in (cells or {"": None}).items()
+        for k in ks
+    ]
+    return best.agg(*counts)
 
 
 def catalog_size(catalog: DataFrame) -> DataFrame:
@@ -125,17 +167,28 @@ def popularity_recs(users: DataFrame, item_features: DataFrame, k: int) -> DataF
     return users.crossJoin(F.broadcast(ranked.select("item_id", "rank")))
 
 
-def pool_recall_aggregate(candidates: DataFrame, relevant: DataFrame, users: DataFrame) -> DataFrame:
-    """One row, ``pool_recall``: see ``pool_recall``."""
+def pool_recall_aggregate(
+    candidates: DataFrame,
+    relevant: DataFrame,
+    users: DataFrame,
+    keys: Sequence[str] = (),
+    cells: Mapping[str, Column] | None = None,
+) -> DataFrame:
+    """One row, ``pool_recall``: see ``pool_recall``; with ``keys`` (columns of ``users``), one
+    figure per cell, as in ``ranking_aggregate``."""
     rel = relevant.join(users, "user_id")
     per_user = (
         rel.join(
             candidates.select("user_id", "item_id", F.lit(1).alias("_in")), ["user_id", "item_id"], "left"
         )
-        .groupBy("user_id")
+        .groupBy(*keys, "user_id")
         .agg((F.count("_in") / F.count(F.lit(1))).alias("r"))
     )
-    return per_user.agg(exact_mean("r").alias("pool_recall"))
+    means = [
+        exact_mean(only(where, F.col("r"))).alias(f"{prefix}pool_recall")
+        for prefix, where in (cells or {"": None}).items()
+    ]
+    return per_user.agg(*means)
 
 
 def pool_recall(candidates: DataFrame, relevant: DataFrame, users: DataFrame) -> float:
@@ -211,62 +264,74 @@ def model_quality(model: DLRM | None, examples: ExampleStream | None) -> dict[st
     return {k: metrics[k] for k in ("auc", "logloss") if k in metrics}
 
 
-def arms(recs: DataFrame) -> dict[str, DataFrame]:
-    """Users per experiment arm: ``all``, and with a holdout (rows ranked without the model
-    beside rows ranked with it) ``model`` and ``holdout`` as well."""
+def arms(recs: DataFrame) -> tuple[DataFrame, list[str]]:
+    """(user_id, arm) for each experiment arm a user's lists count in, and the arms: ``all``,
+    and with a holdout (rows ranked without the model beside rows ranked with it) ``model`` or
+    ``holdout`` as well."""
     from recs.score import NO_MODEL
 
     users = recs.select("user_id", (F.col("model_version") == NO_MODEL).alias("held")).distinct()
-    out = {"all": users.select("user_id").distinct()}
-    if users.select("held").distinct().count() > 1:
-        out["model"] = users.where(~F.col("held")).select("user_id")
-        out["holdout"] = users.where("held").select("user_id")
-    return out
+    if users.select("held").distinct().count() < 2:
+        return users.select("user_id", F.lit("all").alias("arm")).distinct(), ["all"]
+    arm = F.explode(F.array(F.lit("all"), F.when(F.col("held"), "holdout").otherwise("model")))
+    return users.select("user_id", arm.alias("arm")).distinct(), ["all", "model", "holdout"]
 
 
-SYSTEM_SEP = "::"  # system name :: aggregate column, in an arm's one-row query
+SYSTEM_SEP = "::"  # arm :: system :: aggregate column, in the night's one-row query
 
 
-def arm_rows(
-    inputs: EvalInputs, relevant: DataFrame, users: DataFrame, ks: list[int], arm: str, date: dt.date
-) -> list[dict[str, object]]:
-    """The ranking metrics of the lists served to ``users``, beside each baseline on them."""
-    top = max(ks)
-    pool = inputs.pool.join(users, "user_id")
+def system_lists(
+    inputs: EvalInputs, users: DataFrame, pool: DataFrame, top: int
+) -> tuple[DataFrame, list[str]]:
+    """(system, user_id, item_id, rank): the lists served to ``users`` (all who were served) and
+    each baseline's from the same ``pool``; and the systems' names."""
     systems = {
-        "model": inputs.recs.join(users, "user_id"),
+        "model": inputs.recs,
         "popularity": popularity_recs(users, inputs.items, top),
         **baseline_lists(pool, top),
     }
-    # Every figure of the arm in one query: each system's aggregates side by side.
-    parts = [catalog_size(inputs.items), pool_recall_aggregate(pool, relevant, users)]
-    for name, df in systems.items():
-        both = ranking_aggregate(df, relevant, ks).crossJoin(coverage_aggregate(df, ks))
-        parts.append(both.select(*[F.col(c).alias(f"{name}{SYSTEM_SEP}{c}") for c in both.columns]))
-    row = one_row(*parts)
-    results = {}
-    for name in systems:
-        own = {c.split(SYSTEM_SEP, 1)[1]: v for c, v in row.items() if c.startswith(name + SYSTEM_SEP)}
-        results[name] = ranking_values(own, ks) | coverage_values(own, row["size"], ks)
-    version = inputs.version
-    rows = [
-        metric_row(m, k, v, version, date, {name: results[name].get((m, k)) for name in results}, arm)
-        for (m, k), v in results["model"].items()
+    lists = [
+        df.select(F.lit(name).alias("system"), "user_id", "item_id", "rank") for name, df in systems.items()
     ]
-    rows.append(metric_row("pool_recall", None, _num(row["pool_recall"]), version, date, None, arm))
-    return rows
+    return functools.reduce(DataFrame.unionByName, lists), list(systems)
 
 
 def metric_rows(inputs: EvalInputs, ks: list[int], date: dt.date) -> list[dict[str, object]]:
     """``eval_metrics`` rows for ``date``: each ranking metric for the served lists beside each
     baseline and the pool's recall, for all users and for each experiment arm; the model's AUC /
-    log-loss; NaN stored as null."""
+    log-loss; NaN stored as null.
+
+    Every figure comes from one query: each arm's and system's aggregates side by side.
+    """
     relevant = relevant_items(inputs.events)
-    rows = [
-        r
-        for arm, users in arms(inputs.recs).items()
-        for r in arm_rows(inputs, relevant, users, ks, arm, date)
-    ]
+    arm_users, names = arms(inputs.recs)
+    users = arm_users.select("user_id").distinct()
+    pool = inputs.pool.join(users, "user_id")
+    lists, systems = system_lists(inputs, users, pool, max(ks))
+    lists = lists.join(arm_users, "user_id")
+    arm, system = F.col("arm"), F.col("system")
+    cells = {f"{a}{SYSTEM_SEP}{s}{SYSTEM_SEP}": (arm == a) & (system == s) for a in names for s in systems}
+    row = one_row(
+        catalog_size(inputs.items),
+        pool_recall_aggregate(
+            pool, relevant, arm_users, ["arm"], {f"{a}{SYSTEM_SEP}": arm == a for a in names}
+        ),
+        ranking_aggregate(lists, relevant, ks, ["arm", "system"], cells),
+        coverage_aggregate(lists, ks, ["arm", "system"], cells),
+    )
+    version, rows = inputs.version, []
+    for a in names:
+        results = {}
+        for s in systems:
+            prefix = f"{a}{SYSTEM_SEP}{s}{SYSTEM_SEP}"
+            own = {c[len(prefix) :]: v for c, v in row.items() if c.startswith(prefix)}
+            results[s] = ranking_values(own, ks) | coverage_values(own, row["size"], ks)
+        rows += [
+            metric_row(m, k, v, version, date, {s: results[s].get((m, k)) for s in results}, a)
+            for (m, k), v in results["model"].items()
+        ]
+        recall = _num(row[f"{a}{SYSTEM_SEP}pool_recall"])
+        rows.append(metric_row("pool_recall", None, recall, version, date, None, a))
     for name, value in model_quality(inputs.model, inputs.examples).items():
         rows.append(metric_row(name, None, value, inputs.version, date, None, "all"))
     return [finite_or_none(r) for r in rows]

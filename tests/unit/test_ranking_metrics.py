@@ -14,12 +14,12 @@ RECS = {"a": ["x", "y", "z"], "b": ["p", "q", "r"], "d": ["x", "p", "q"]}  # d d
 RELEVANT = {"a": {"y", "w"}, "b": {"r"}, "c": {"x"}}  # c had no recommendations
 
 
-def direct(k: int) -> dict[str, float]:
+def direct(k: int, recs: dict[str, list[str]] = RECS) -> dict[str, float]:
     """The textbook definitions, one user at a time."""
-    users = sorted(set(RECS) & set(RELEVANT))
+    users = sorted(set(recs) & set(RELEVANT))
     recall, ndcg, hit, rr = [], [], [], []
     for u in users:
-        ranked, rel = RECS[u], RELEVANT[u]
+        ranked, rel = recs[u], RELEVANT[u]
         gains = [1.0 if item in rel else 0.0 for item in ranked]
         recall.append(sum(gains[:k]) / len(rel))
         dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains[:k]))
@@ -53,6 +53,70 @@ def test_ranking_metrics_equal_the_textbook_definitions(spark):
     assert got[("mrr", 3)] == pytest.approx((1 / 2 + 1 / 3) / 2)
     # MRR stops at the largest k: b's first hit at rank 3 is outside a top 2.
     assert ranking_metrics(recs, relevant, [2])[("mrr", 2)] == pytest.approx((1 / 2 + 0) / 2)
+
+
+def test_each_arm_and_system_of_one_keyed_query_equals_the_textbook_on_its_own_users(spark):
+    """Evaluation computes every (arm, system) cell of a night in one query; each cell must
+    give what the textbook gives on that cell's lists alone, and a cell without users reads
+    as no one evaluated (NaN metrics, zero coverage)."""
+    from recs.evaluate import (
+        coverage_aggregate,
+        coverage_values,
+        pool_recall_aggregate,
+        ranking_aggregate,
+        ranking_values,
+    )
+
+    systems = {"served": RECS, "reversed": {u: items[::-1] for u, items in RECS.items()}}
+    arms = {"all": {"a", "b", "d"}, "one": {"a"}, "empty": set()}
+    lists = spark.createDataFrame(
+        [
+            (arm, name, u, item, rank)
+            for arm, users in arms.items()
+            for name, recs in systems.items()
+            for u, items in recs.items()
+            if u in users
+            for rank, item in enumerate(items, 1)
+        ],
+        "arm string, system string, user_id string, item_id string, rank int",
+    )
+    relevant = spark.createDataFrame(
+        [(u, item) for u, items in RELEVANT.items() for item in items], "user_id string, item_id string"
+    )
+    arm, system = F.col("arm"), F.col("system")
+    cells = {f"{a}/{s}/": (arm == a) & (system == s) for a in arms for s in systems}
+    ranking = ranking_aggregate(lists, relevant, [2, 3], ["arm", "system"], cells).first().asDict()
+    covered = coverage_aggregate(lists, [2, 3], ["arm", "system"], cells).first().asDict()
+    for a, users in arms.items():
+        for s, recs in systems.items():
+            own = {u: items for u, items in recs.items() if u in users}
+            prefix = f"{a}/{s}/"
+            cell = {c[len(prefix) :]: v for c, v in (ranking | covered).items() if c.startswith(prefix)}
+            got = ranking_values(cell, [2, 3]) | coverage_values(cell, 7, [2, 3])
+            assert got[("users_evaluated", None)] == len(set(own) & set(RELEVANT)), prefix
+            for k in (2, 3):
+                in_top = {item for items in own.values() for item in items[:k]}
+                assert got[("coverage", k)] == pytest.approx(len(in_top) / 7), (prefix, k)
+                if not set(own) & set(RELEVANT):
+                    assert math.isnan(got[("recall", k)]) and math.isnan(got[("mrr", 3)]), prefix
+                    continue
+                want = direct(k, own)
+                for metric in ("recall", "ndcg", "hit_rate"):
+                    assert got[(metric, k)] == pytest.approx(want[metric]), (prefix, metric, k)
+                assert got[("mrr", 3)] == pytest.approx(direct(3, own)["mrr"]), prefix
+
+    # The pool's recall per arm: a (1 of 2 relevant proposed) and b (1 of 1); d did nothing.
+    pool = spark.createDataFrame(
+        [(u, item) for u, items in RECS.items() for item in items], "user_id string, item_id string"
+    )
+    users = spark.createDataFrame(
+        [(u, a) for a, members in arms.items() for u in members], "user_id string, arm string"
+    )
+    per_arm = {f"{a}/": arm == a for a in arms}
+    recall = pool_recall_aggregate(pool, relevant, users, ["arm"], per_arm).first().asDict()
+    assert recall["all/pool_recall"] == pytest.approx((1 / 2 + 1) / 2)
+    assert recall["one/pool_recall"] == pytest.approx(1 / 2)
+    assert recall["empty/pool_recall"] is None
 
 
 def test_ranking_metrics_do_not_depend_on_how_the_rows_are_laid_out(spark):
