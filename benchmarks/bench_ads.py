@@ -46,14 +46,23 @@ def main(argv: list[str] | None = None) -> None:
     d, nxt = args.date, args.date + dt.timedelta(days=1)
     inputs = score.read_inputs(spark, cfg, d)
     inputs.users.cache()
-    s, e, device = cfg.score, cfg.experiment, cfg.train.device
+    s, e = cfg.score, cfg.experiment
+    rows = score.scoring_rows(inputs, inputs.pool, cfg)
+
+    def ranked(output: str):
+        """One output's rows and the model's scores of them alone (a night scores all three at once)."""
+        scored = score.model_arm_scores(inputs, {output: rows[output]}, cfg)
+        return rows[output], score.scores_of(scored, output)
+
+    def rank_ads(pacing):
+        return score.rank_ads(inputs, *ranked("ad_candidates"), s, pacing, e)
 
     print(f"machine: {machine()}")
     print(f"date {d}: model {inputs.model.version if inputs.model else 'none'}")
     print(f"pacing (ads per user = {s.ads_per_user}):")
     for ips in args.impressions:
         pacing = dataclasses.replace(cfg.pacing, enabled=True, impressions_per_slot=ips)
-        paced = score.rank_ads(inputs, s, pacing, e, device)
+        paced = rank_ads(pacing)
         spend = planned_spend(paced.ranked, paced.budgets).withColumn(
             "share", F.col("spend") / F.col("budget")
         )
@@ -102,10 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     def ads_with(pacing) -> None:
-        score.rank_ads(inputs, s, pacing, e, device).ranked.write.format("noop").mode("overwrite").save()
+        rank_ads(pacing).ranked.write.format("noop").mode("overwrite").save()
 
     def audience_rows() -> None:
-        score.rank_audiences(inputs, cfg.audiences, s, e, device).write.format("noop").mode(
+        score.rank_audiences(inputs, *ranked("audiences"), cfg.audiences, e).write.format("noop").mode(
             "overwrite"
         ).save()
 

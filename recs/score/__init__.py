@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -197,19 +198,31 @@ def ranking_inputs(
     return assemble(frame, spec, keep)
 
 
+# The columns each model-ranked output keeps from its rows, beside the model's ``score``.
+SCORED_COLUMNS = {
+    "recommendations": ["user_id", "item_id", "candidate_source", "category_id", "is_ad", "bucket"],
+    "ad_candidates": ["user_id", "ad_id", "campaign_id", "item_id", "bid", "is_ad", "bucket"],
+    "audiences": ["audience_type", "audience_id", "user_id", "ad_id", "item_id", "is_ad", "bucket"],
+}
+
+
 def model_scores(
-    rows: DataFrame,
-    inputs: ScoreInputs,
-    model: ScoringModel,
-    ads: DataFrame | None,
-    keep: list[str],
-    s: ScoreConfig,
-    device: str,
+    rows: Mapping[str, DataFrame], inputs: ScoreInputs, model: ScoringModel, s: ScoreConfig, device: str
 ) -> DataFrame:
-    """``keep`` columns of ``rows`` and the model's ``score`` for each, computed on the executors."""
+    """The rows of each output (named as in ``SCORED_COLUMNS``) with ``output``, their
+    ``SCORED_COLUMNS`` and the model's ``score``, computed on the executors.
+
+    All outputs share one feature join and one pass of the ranking UDF: a row's features and
+    score do not depend on the rows beside it (``assemble``, ``DLRM.predict_numpy``).
+    """
     from recs.score.rank import score_with_model
 
-    features = ranking_inputs(rows, inputs.users, inputs.item_features, inputs.signals, model.spec, ads, keep)
+    tagged = [r.withColumn("output", F.lit(name)) for name, r in rows.items()]
+    union = functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), tagged)
+    keep = ["output", *dict.fromkeys(c for name in rows for c in SCORED_COLUMNS[name])]
+    features = ranking_inputs(
+        union, inputs.users, inputs.item_features, inputs.signals, model.spec, inputs.ads, keep
+    )
     return score_with_model(
         features,
         model.artifact,
@@ -218,6 +231,23 @@ def model_scores(
         batch_size=s.batch_size,
         threads=s.threads_per_task,
     )
+
+
+def model_arm_scores(inputs: ScoreInputs, rows: Mapping[str, DataFrame], cfg: Config) -> DataFrame | None:
+    """``model_scores`` of the model arm of each output's ``rows`` (see ``scoring_rows``); None
+    while no model is promoted."""
+    if inputs.model is None:
+        return None
+    holdout = holdout_buckets(cfg.experiment.holdout_share)
+    arms = {name: model_arm(r, holdout) for name, r in rows.items()}
+    return model_scores(arms, inputs, inputs.model, cfg.score, cfg.train.device)
+
+
+def scores_of(scored: DataFrame | None, output: str) -> DataFrame | None:
+    """One output's rows of ``model_scores``."""
+    if scored is None:
+        return None
+    return scored.where(F.col("output") == output).select(*SCORED_COLUMNS[output], "score")
 
 
 def pool_positions(candidates: DataFrame) -> DataFrame:
@@ -287,41 +317,58 @@ def users_missing_from(pool: DataFrame, users: DataFrame) -> DataFrame:
     return users.join(pool.select("user_id").distinct(), "user_id", "left_anti")
 
 
+def model_arm(rows: DataFrame, holdout: int) -> DataFrame:
+    """The rows the model ranks: all but the holdout buckets."""
+    return rows if holdout == 0 else rows.where(F.col("bucket") >= holdout)
+
+
 def by_arm(
     rows: DataFrame,
     model: ScoringModel | None,
     holdout: int,
-    with_model: Callable[[DataFrame], DataFrame],
+    scored: DataFrame | None,
     without: Callable[[DataFrame], DataFrame],
 ) -> DataFrame:
-    """``score`` for ``rows`` (which carry ``bucket``): ``with_model`` for the model arm,
-    ``without`` for the holdout buckets and for everyone while no model is promoted;
-    ``model_version`` says which ranked each row."""
+    """``score`` for ``rows`` (which carry ``bucket``): the model's (``scored``, its ranking of
+    ``model_arm(rows)``) for the model arm, ``without`` for the holdout buckets and for everyone
+    while no model is promoted; ``model_version`` says which ranked each row."""
     if model is None:
         return without(rows).withColumn("model_version", F.lit(NO_MODEL))
-    treated = rows if holdout == 0 else rows.where(F.col("bucket") >= holdout)
-    scored = with_model(treated).withColumn("model_version", F.lit(model.version))
+    if scored is None:
+        raise ValueError(f"model {model.version} is promoted but no rows were scored with it")
+    scored = scored.withColumn("model_version", F.lit(model.version))
     if holdout == 0:
         return scored
     held = without(rows.where(F.col("bucket") < holdout)).withColumn("model_version", F.lit(NO_MODEL))
     return scored.unionByName(held, allowMissingColumns=True)
 
 
+def scoring_rows(inputs: ScoreInputs, pool: DataFrame, cfg: Config) -> dict[str, DataFrame]:
+    """The rows each model-ranked output chooses among, with their experiment ``bucket``: the
+    recommendation pool, the eligible (user, ad) pairs and each audience's candidates."""
+    from recs.score.ads import eligible_pairs
+    from recs.score.audiences import audience_candidates, audience_targets
+
+    salt, a = cfg.experiment.salt, cfg.audiences
+    targets = audience_targets(inputs.live_ads, inputs.items, a.items)
+    pairs = eligible_pairs(inputs.users, inputs.live_ads, inputs.capped)
+    audiences = audience_candidates(targets, inputs.users, inputs.capped, a.candidates_per_audience)
+    rows = {
+        "recommendations": pool.withColumns({"is_ad": F.lit(False), "ad_id": F.lit(None).cast("string")}),
+        "ad_candidates": pairs.withColumn("is_ad", F.lit(True)),
+        "audiences": audiences.withColumn("is_ad", F.col("ad_id").isNotNull()),
+    }
+    return {name: r.withColumn("bucket", bucket(salt)) for name, r in rows.items()}
+
+
 def rank_recommendations(
-    inputs: ScoreInputs, pool: DataFrame, s: ScoreConfig, e: ExperimentConfig, device: str
+    inputs: ScoreInputs, rows: DataFrame, scored: DataFrame | None, s: ScoreConfig, e: ExperimentConfig
 ) -> DataFrame:
-    """The ``recommendations`` rows of ``inputs.date``: the pool ranked by the model (by its own
-    order for the holdout, or for everyone without a model), top k per user."""
-    model = inputs.model
-    keep = ["user_id", "item_id", "candidate_source", "category_id", "is_ad", "bucket"]
-
-    def with_model(rows: DataFrame) -> DataFrame:
-        rows = rows.withColumn("is_ad", F.lit(False)).withColumn("ad_id", F.lit(None).cast("string"))
-        return model_scores(rows, inputs, model, None, keep, s, device)
-
-    rows = pool.withColumn("bucket", bucket(e.salt))
-    scored = by_arm(rows, model, holdout_buckets(e.holdout_share), with_model, fallback_scores)
-    return top_k(scored, s.k, s.max_per_category).select(
+    """The ``recommendations`` rows of ``inputs.date``: the pool (``rows``) ranked by the model
+    (``scored``: ``scores_of`` its model arm), by its own order for the holdout or for everyone
+    without a model; top k per user."""
+    ranked = by_arm(rows, inputs.model, holdout_buckets(e.holdout_share), scored, fallback_scores)
+    return top_k(ranked, s.k, s.max_per_category).select(
         "user_id",
         "rank",
         "item_id",
@@ -333,31 +380,30 @@ def rank_recommendations(
     )
 
 
-def rank_ads(inputs: ScoreInputs, s: ScoreConfig, p: PacingConfig, e: ExperimentConfig, device: str) -> Paced:
-    """The ``ad_candidates`` rows of ``inputs.date``: eligible ads per user by eCPM (pCTR x bid),
-    pCTR from the model, or the item's smoothed CTR for the holdout and without a model; then
-    paced so that no campaign is planned past its daily budget (``recs.score.pacing``).
+def rank_ads(
+    inputs: ScoreInputs,
+    rows: DataFrame,
+    scored: DataFrame | None,
+    s: ScoreConfig,
+    p: PacingConfig,
+    e: ExperimentConfig,
+) -> Paced:
+    """The ``ad_candidates`` rows of ``inputs.date``: the eligible (user, ad) pairs (``rows``)
+    by eCPM (pCTR x bid), pCTR from the model (``scored``), or the item's smoothed CTR for the
+    holdout and without a model; then paced so that no campaign is planned past its daily
+    budget (``recs.score.pacing``).
     """
-    from recs.score.ads import eligible_pairs
     from recs.score.pacing import campaign_budgets, pace
-
-    date, model = inputs.date, inputs.model
-    pairs = eligible_pairs(inputs.users, inputs.live_ads, inputs.capped)
-    keep = ["user_id", "ad_id", "campaign_id", "item_id", "bid", "is_ad", "bucket"]
-
-    def with_model(rows: DataFrame) -> DataFrame:
-        return model_scores(rows.withColumn("is_ad", F.lit(True)), inputs, model, inputs.ads, keep, s, device)
 
     def without(rows: DataFrame) -> DataFrame:
         ctr = inputs.item_features.select("item_id", F.col("ctr_28d").alias("score"))
         return rows.join(ctr, "item_id", "left").fillna({"score": 0.0})
 
-    rows = pairs.withColumn("bucket", bucket(e.salt))
-    scored = by_arm(rows, model, holdout_buckets(e.holdout_share), with_model, without)
-    scored = scored.withColumnRenamed("score", "pctr").withColumn("ecpm", F.col("pctr") * F.col("bid"))
+    ranked = by_arm(rows, inputs.model, holdout_buckets(e.holdout_share), scored, without)
+    ranked = ranked.withColumnRenamed("score", "pctr").withColumn("ecpm", F.col("pctr") * F.col("bid"))
     if p.enabled:  # every pacing round re-ranks it: score once, and cut the plan there
-        scored = scored.localCheckpoint()
-    paced = pace(scored, campaign_budgets(inputs.live_ads), s.ads_per_user, p)
+        ranked = ranked.localCheckpoint()
+    paced = pace(ranked, campaign_budgets(inputs.live_ads), s.ads_per_user, p)
     columns = (
         "user_id",
         "rank",
@@ -370,33 +416,24 @@ def rank_ads(inputs: ScoreInputs, s: ScoreConfig, p: PacingConfig, e: Experiment
         "expected_spend",
         "model_version",
         "bucket",
-        F.lit(date).alias("rec_date"),
+        F.lit(inputs.date).alias("rec_date"),
     )
     return dataclasses.replace(paced, ranked=paced.ranked.select(*columns))
 
 
 def rank_audiences(
-    inputs: ScoreInputs, a: AudiencesConfig, s: ScoreConfig, e: ExperimentConfig, device: str
+    inputs: ScoreInputs, rows: DataFrame, scored: DataFrame | None, a: AudiencesConfig, e: ExperimentConfig
 ) -> DataFrame:
     """The ``audiences`` rows of ``inputs.date``: each live campaign's and listed item's ``a.size``
-    users by pCTR, among candidates chosen by category affinity (``recs.score.audiences``)."""
-    from recs.score.audiences import affinity_scores, audience_candidates, audience_targets, top_users
-
-    date, model = inputs.date, inputs.model
-    targets = audience_targets(inputs.live_ads, inputs.items, a.items)
-    candidates = audience_candidates(targets, inputs.users, inputs.capped, a.candidates_per_audience)
-    keep = ["audience_type", "audience_id", "user_id", "ad_id", "item_id", "is_ad", "bucket"]
-
-    def with_model(rows: DataFrame) -> DataFrame:
-        rows = rows.withColumn("is_ad", F.col("ad_id").isNotNull())
-        return model_scores(rows, inputs, model, inputs.ads, keep, s, device)
+    users by pCTR (``scored``), among the candidates chosen by category affinity (``rows``,
+    ``recs.score.audiences``)."""
+    from recs.score.audiences import affinity_scores, top_users
 
     def without(rows: DataFrame) -> DataFrame:
         return affinity_scores(rows, inputs.item_features)
 
-    rows = candidates.withColumn("bucket", bucket(e.salt))
-    scored = by_arm(rows, model, holdout_buckets(e.holdout_share), with_model, without)
-    return top_users(scored, a.size).select(
+    ranked = by_arm(rows, inputs.model, holdout_buckets(e.holdout_share), scored, without)
+    return top_users(ranked, a.size).select(
         "audience_type",
         "audience_id",
         "rank",
@@ -406,7 +443,7 @@ def rank_audiences(
         "score",
         "model_version",
         "bucket",
-        F.lit(date).alias("rec_date"),
+        F.lit(inputs.date).alias("rec_date"),
     )
 
 
@@ -492,14 +529,24 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
             pool = pool.unionByName(extra.join(missing.select("user_id"), "user_id"))
         pool.persist(StorageLevel.MEMORY_AND_DISK)
         step.counts["candidate_pairs"] = pool.count()
-        device = cfg.train.device
-        ranked = rank_recommendations(inputs, pool, s, cfg.experiment, device)
+        rows, e = scoring_rows(inputs, pool, cfg), cfg.experiment
+        # Recommendations, ads and audiences, scored by one pass of the model and kept for all three.
+        scored = model_arm_scores(inputs, rows, cfg)
+        if scored is not None:
+            scored.persist(StorageLevel.MEMORY_AND_DISK)
+        ranked = rank_recommendations(
+            inputs, rows["recommendations"], scores_of(scored, "recommendations"), s, e
+        )
         replace_partition(ranked, cfg, "recommendations", date, tag=tag)
         pool.unpersist()
-        paced = rank_ads(inputs, s, cfg.pacing, cfg.experiment, device)
+        paced = rank_ads(inputs, rows["ad_candidates"], scores_of(scored, "ad_candidates"), s, cfg.pacing, e)
         replace_partition(paced.ranked, cfg, "ad_candidates", date, tag=tag)
-        audiences = rank_audiences(inputs, cfg.audiences, s, cfg.experiment, device)
+        audiences = rank_audiences(
+            inputs, rows["audiences"], scores_of(scored, "audiences"), cfg.audiences, e
+        )
         replace_partition(audiences, cfg, "audiences", date, tag=tag)
+        if scored is not None:
+            scored.unpersist()
         similar, together = related_items(inputs, s, cfg.related)
         replace_partition(similar, cfg, "similar_items", date, tag=tag)
         replace_partition(together, cfg, "bought_together", date, tag=tag)
