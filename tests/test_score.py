@@ -166,6 +166,38 @@ def test_a_rows_score_does_not_depend_on_how_spark_splits_and_orders_the_rows(sp
     assert len(first) == 400 and shuffled == first
 
 
+def test_one_scoring_pass_for_every_output_gives_each_row_the_score_it_gets_alone(spark, pipeline):
+    """The night scores the model arm of recommendations, ads and audiences in one pass over
+    their union; each output's rows must get what scoring that output alone gives, to the bit
+    (recommendations alone without the ad table, as each output was scored before)."""
+    from recs.score import SCORED_COLUMNS, model_arm_scores, read_inputs, scores_of, scoring_rows
+
+    cfg, _ = pipeline
+    inputs = read_inputs(spark, cfg, LAST)
+    model = inputs.model
+    some = inputs.users.select("user_id").orderBy("user_id").limit(80).localCheckpoint()
+    rows = {name: r.join(some, "user_id") for name, r in scoring_rows(inputs, inputs.pool, cfg).items()}
+    together = model_arm_scores(inputs, rows, cfg).localCheckpoint()
+    width = (model.spec.num_dense, model.spec.sparse_width)
+    for output, candidates in rows.items():
+        ads = None if output == "recommendations" else inputs.ads
+        features = ranking_inputs(
+            candidates,
+            inputs.users,
+            inputs.item_features,
+            inputs.signals,
+            model.spec,
+            ads,
+            SCORED_COLUMNS[output],
+        )
+        alone = score_with_model(
+            features, model.artifact, width, batch_size=cfg.score.batch_size
+        ).localCheckpoint()
+        mine = scores_of(together, output)
+        assert alone.count() > 0, output
+        assert alone.exceptAll(mine).isEmpty() and mine.exceptAll(alone).isEmpty(), output
+
+
 def test_recommendations_read_back_without_spark(spark, pipeline, recs_last):
     """Serving systems read the table with delta-rs or DuckDB, not Spark."""
     import duckdb
