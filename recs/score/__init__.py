@@ -482,7 +482,7 @@ def health_rows(
     """(figures, ``output_health`` rows, a line for each failed check) of the rows written."""
     from recs.score import health as H
 
-    figures = H.recommendation_figures(recs, users, previous, items, k) | H.ad_figures(ads)
+    figures = H.output_figures(recs, users, previous, items, k, ads)
     checks = H.checks(figures, limits)
     rows = [(c.name, None, c.value, c.limit, c.kind, c.ok, date) for c in checks]
     return figures, rows, [f"{c.name} = {c.value:.4g} ({c.kind} {c.limit:g})" for c in checks if not c.ok]

@@ -36,12 +36,30 @@ def _bad(c: str) -> F.Column:
     return F.col(c).isNull() | F.isnan(c) | (F.col(c) < 0)
 
 
-def recommendation_figures(
+def recommendation_aggregates(
     recs: DataFrame, known_users: DataFrame, previous: DataFrame, catalog: DataFrame, k: int
-) -> dict[str, float | None]:
-    """Figures of one rec_date's recommendations (all Spark aggregates, one row back)."""
-    per_user = recs.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"))
-    users = per_user.agg(F.count(F.lit(1)).alias("users"), F.count_if(F.col("n") < k).alias("short"))
+) -> list[DataFrame]:
+    """The one-row aggregates ``recommendation_values`` reads: each user's rows, overlap with
+    their previous list and bad scores from one pass over ``recs``, the item slots from another."""
+    before = previous.select("user_id", "item_id").distinct()
+    had = before.select("user_id").distinct().withColumn("_had", F.lit(True))
+    per_user = (
+        recs.select("user_id", "item_id", "score")
+        .join(before.withColumn("_was", F.lit(1)), ["user_id", "item_id"], "left")
+        .groupBy("user_id")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.count("_was").alias("was"),
+            F.count_if(_bad("score")).alias("bad"),
+        )
+        .join(had, "user_id", "left")
+    )
+    users = per_user.agg(
+        F.count(F.lit(1)).alias("users"),
+        F.count_if(F.col("n") < k).alias("short"),
+        exact_mean(F.when(F.col("_had"), F.col("was") / F.col("n"))).alias("overlap"),
+        F.sum("bad").alias("bad"),
+    )
     missing = (
         known_users.select("user_id")
         .join(per_user, "user_id", "left_anti")
@@ -56,16 +74,10 @@ def recommendation_figures(
         F.count(F.lit(1)).alias("items"),
     )
     in_stock = catalog.agg(F.count_if(F.col("in_stock")).alias("in_stock"))
-    overlap = (
-        recs.select("user_id", "item_id")
-        .join(previous.select("user_id", "item_id", F.lit(1).alias("_was")), ["user_id", "item_id"], "left")
-        .join(previous.select("user_id").distinct(), "user_id")
-        .groupBy("user_id")
-        .agg((F.count("_was") / F.count(F.lit(1))).alias("o"))
-        .agg(exact_mean("o").alias("overlap"))
-    )
-    bad = recs.agg(F.count_if(_bad("score")).alias("bad"))
-    f = one_row(users, missing, share, in_stock, overlap, bad)
+    return [users, missing, share, in_stock]
+
+
+def recommendation_values(f: dict) -> dict[str, float | None]:
     return {
         "users_with_rows": float(f["users"]),  # counted, not checked
         "users_short_of_k": float(f["short"]),
@@ -74,22 +86,45 @@ def recommendation_figures(
         "top1pct_slot_share": None if f["top"] is None else float(f["top"]),
         "catalog_coverage": (f["items"] / f["in_stock"]) if f["in_stock"] else None,
         "overlap_with_previous": None if f["overlap"] is None else float(f["overlap"]),
-        "bad_scores": float(f["bad"]),
+        "bad_scores": float(f["bad"] or 0),
     }
+
+
+def ad_aggregates(ads: DataFrame) -> list[DataFrame]:
+    """The one-row aggregates ``ad_values`` reads."""
+    per_user = ads.groupBy("user_id").agg(F.count(F.lit(1)).alias("n")).agg(F.avg("n").alias("per_user"))
+    per_campaign = ads.groupBy("campaign_id").agg(F.count(F.lit(1)).alias("n"))
+    top = per_campaign.agg((F.max("n") / F.sum("n")).alias("share"))
+    bad = ads.agg(F.count_if(_bad("pctr") | _bad("ecpm")).alias("bad_ads"))
+    return [per_user, top, bad]
+
+
+def ad_values(f: dict) -> dict[str, float | None]:
+    return {
+        "ads_per_user": None if f["per_user"] is None else float(f["per_user"]),
+        "campaign_slot_share": None if f["share"] is None else float(f["share"]),  # the largest campaign's
+        "bad_ad_scores": float(f["bad_ads"]),
+    }
+
+
+def recommendation_figures(
+    recs: DataFrame, known_users: DataFrame, previous: DataFrame, catalog: DataFrame, k: int
+) -> dict[str, float | None]:
+    """Figures of one rec_date's recommendations (all Spark aggregates, one row back)."""
+    return recommendation_values(one_row(*recommendation_aggregates(recs, known_users, previous, catalog, k)))
 
 
 def ad_figures(ads: DataFrame) -> dict[str, float | None]:
     """Figures of one rec_date's ad candidates: depth per user, campaign concentration, bad pCTRs."""
-    per_user = ads.groupBy("user_id").agg(F.count(F.lit(1)).alias("n")).agg(F.avg("n").alias("per_user"))
-    per_campaign = ads.groupBy("campaign_id").agg(F.count(F.lit(1)).alias("n"))
-    top = per_campaign.agg((F.max("n") / F.sum("n")).alias("share"))
-    bad = ads.agg(F.count_if(_bad("pctr") | _bad("ecpm")).alias("bad"))
-    f = one_row(per_user, top, bad)
-    return {
-        "ads_per_user": None if f["per_user"] is None else float(f["per_user"]),
-        "campaign_slot_share": None if f["share"] is None else float(f["share"]),  # the largest campaign's
-        "bad_ad_scores": float(f["bad"]),
-    }
+    return ad_values(one_row(*ad_aggregates(ads)))
+
+
+def output_figures(
+    recs: DataFrame, known_users: DataFrame, previous: DataFrame, catalog: DataFrame, k: int, ads: DataFrame
+) -> dict[str, float | None]:
+    """``recommendation_figures`` and ``ad_figures`` of one rec_date, from one query."""
+    f = one_row(*recommendation_aggregates(recs, known_users, previous, catalog, k), *ad_aggregates(ads))
+    return recommendation_values(f) | ad_values(f)
 
 
 def checks(figures: dict[str, float | None], limits: HealthConfig) -> list[Check]:
