@@ -49,6 +49,11 @@ def only(where: Column | None, c: Column) -> Column:
     return c if where is None else F.when(where, c)
 
 
+def cell_conditions(cells: Mapping[str, Column] | None) -> list[tuple[str, Column | None]]:
+    """(column prefix, row condition) of each cell; one unnamed cell of all rows without cells."""
+    return list(cells.items()) if cells else [("", None)]
+
+
 def per_user_hits(recs: DataFrame, relevant: DataFrame, ks: list[int], keys: Sequence[str] = ()) -> DataFrame:
     """One row per user (and value of ``keys``) with both recommendations and relevant items:
     how many items are relevant, the rank of the first hit within the largest k, and the hits
@@ -100,7 +105,7 @@ def ranking_aggregate(
     with ``keys``, one set per cell (column prefix -> which key values it averages over)."""
     per_user = per_user_hits(recs, relevant, ks, keys)
     return per_user.agg(
-        *[c for prefix, where in (cells or {"": None}).items() for c in ranking_means(ks, where, prefix)]
+        *[c for prefix, where in cell_conditions(cells) for c in ranking_means(ks, where, prefix)]
     )
 
 
@@ -139,7 +144,7 @@ def coverage_aggregate(
     best = recs.where(F.col("item_id").isNotNull()).groupBy(*keys, "item_id").agg(F.min("rank").alias("best"))
     counts = [
         F.count_if(only(where, F.col("best") <= k)).alias(f"{prefix}c{k}")
-        for prefix, where in (cells or {"": None}).items()
+        for prefix, where in cell_conditions(cells)
         for k in ks
     ]
     return best.agg(*counts)
@@ -186,7 +191,7 @@ def pool_recall_aggregate(
     )
     means = [
         exact_mean(only(where, F.col("r"))).alias(f"{prefix}pool_recall")
-        for prefix, where in (cells or {"": None}).items()
+        for prefix, where in cell_conditions(cells)
     ]
     return per_user.agg(*means)
 
@@ -344,7 +349,7 @@ def run(spark: SparkSession, cfg: Config, date: dt.date) -> dict[str, int]:
 
     with record_step(spark, cfg, "evaluate", date) as step:
         inputs = read_inputs(spark, cfg, date)
-        # Each is read once per arm and system: by the baselines, the pool's recall, the lists.
+        # Both are read several times by the one metrics query: the lists, baselines, pool recall.
         inputs.pool.cache()
         inputs.recs.cache()
         rows = metric_rows(inputs, sorted(set(cfg.evaluate.ks)), date)

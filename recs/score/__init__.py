@@ -401,7 +401,7 @@ def rank_ads(
 
     ranked = by_arm(rows, inputs.model, holdout_buckets(e.holdout_share), scored, without)
     ranked = ranked.withColumnRenamed("score", "pctr").withColumn("ecpm", F.col("pctr") * F.col("bid"))
-    if p.enabled:  # every pacing round re-ranks it: score once, and cut the plan there
+    if p.enabled:  # every pacing round re-ranks it: rank once, and cut the plan there
         ranked = ranked.localCheckpoint()
     paced = pace(ranked, campaign_budgets(inputs.live_ads), s.ads_per_user, p)
     columns = (
