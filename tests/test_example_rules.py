@@ -70,7 +70,7 @@ def test_a_positive_takes_the_impression_before_it_or_else_the_users_usual_conte
     """u1's usual request (features as of D-1): desktop, DE, 20h, scored on home. On D:
     i1 shown on search (mobile, US, 10h) then viewed: the impression's context; i2 viewed with
     no impression: the usual one; i3 viewed at 11h and only shown at 12h: the usual one too."""
-    from recs.features.examples import item_positives, request_context
+    from recs.features.examples import day_pairs, item_positives, request_context
 
     t = dt.datetime(2026, 4, 2, 10, 0)
     hour = dt.timedelta(hours=1)
@@ -93,7 +93,7 @@ def test_a_positive_takes_the_impression_before_it_or_else_the_users_usual_conte
     )
     got = {
         r.item_id: (r.context__surface, r.context__device, r.context__country, r.context__hour)
-        for r in item_positives(day_events, usual).collect()
+        for r in item_positives(day_pairs(day_events), usual).collect()
     }
     assert got == {
         "i1": ("search", "mobile", "US", 10),

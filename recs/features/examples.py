@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from recs.features.rollups import INTERACTIONS
-from recs.frames import exact_sum, first_rows
+from recs.frames import exact_sum
 
 CONTEXT = ("device", "country", "surface")
 EXAMPLE_KEYS = ["user_id", "item_id", "ad_id", "source", "label", "weight", "is_ad"]
@@ -56,28 +56,53 @@ def request_context(user_features: DataFrame) -> DataFrame:
     )
 
 
-def item_positives(day_events: DataFrame, usual: DataFrame) -> DataFrame:
-    """One positive per (user, item) touched on the day, in the context that led to it.
+def day_pairs(day_events: DataFrame) -> DataFrame:
+    """Each (user, item) with an event on the day, from one shuffle of its events.
 
-    ``usual`` is ``request_context`` of the users' features as of D-1.
+    ``_t``: when the user first interacted with the item (null: it was only shown);
+    ``_led``: the context of the last impression at or before ``_t``; ``_shown``: the first
+    impression's. Positives, impression negatives and the touched pairs the samplers avoid
+    all read this one frame, so the day's events are grouped by pair once.
     """
-    touched = day_events.where(F.col("event_type").isin(*INTERACTIONS) & F.col("item_id").isNotNull())
-    first = first_rows(touched, ["user_id", "item_id"], EVENT_ORDER).select(
-        "user_id", "item_id", F.col("event_time").alias("_t")
+    with_item = day_events.where(F.col("item_id").isNotNull())
+    touch_time = F.when(F.col("event_type").isin(*INTERACTIONS), F.col("event_time"))
+    # Structs compare field by field: (time, event_id) first, so min/max pick by event order.
+    shown = F.when(
+        F.col("event_type") == "impression",
+        F.struct(*EVENT_ORDER, F.struct(*context_columns()).alias("ctx")),
     )
-    shown = day_events.where((F.col("event_type") == "impression") & F.col("item_id").isNotNull()).select(
-        "user_id", "item_id", "event_time", "event_id", F.struct(*context_columns()).alias("_ctx")
-    )
-    led = (
-        first.join(shown, ["user_id", "item_id"])
-        .where(F.col("event_time") <= F.col("_t"))
+    by_pair = Window.partitionBy("user_id", "item_id")
+    return (
+        with_item.withColumn("_t", F.min(touch_time).over(by_pair))
         .groupBy("user_id", "item_id")
-        .agg(F.max_by("_ctx", F.struct("event_time", "event_id")).alias("_ctx"))
+        .agg(
+            F.min("_t").alias("_t"),
+            F.max(F.when(F.col("event_time") <= F.col("_t"), shown)).alias("_led"),
+            F.min(shown).alias("_shown"),
+        )
     )
-    with_usual = first.join(led, ["user_id", "item_id"], "left").join(
+
+
+def positive_users(pairs: DataFrame, usual: DataFrame) -> DataFrame:
+    """Users with positives on the day: how many, and their usual request context."""
+    return (
+        pairs.where(F.col("_t").isNotNull())
+        .groupBy("user_id")
+        .agg(F.count(F.lit(1)).alias("positives"))
+        .join(usual.select("user_id", *CONTEXT_COLUMNS), "user_id", "left")
+    )
+
+
+def item_positives(pairs: DataFrame, usual: DataFrame) -> DataFrame:
+    """One positive per (user, item) interacted with on the day, in the context that led to it.
+
+    ``pairs`` is ``day_pairs`` of the day; ``usual`` is ``request_context`` of the users'
+    features as of D-1.
+    """
+    with_usual = pairs.where(F.col("_t").isNotNull()).join(
         usual.select("user_id", F.struct(*CONTEXT_COLUMNS).alias("_usual")), "user_id", "left"
     )
-    ctx = F.when(F.col("_ctx").isNotNull(), F.col("_ctx")).otherwise(F.col("_usual"))
+    ctx = F.when(F.col("_led").isNotNull(), F.col("_led.ctx")).otherwise(F.col("_usual"))
     return with_usual.select(
         "user_id",
         "item_id",
@@ -87,18 +112,14 @@ def item_positives(day_events: DataFrame, usual: DataFrame) -> DataFrame:
     )
 
 
-def impression_negatives(day_events: DataFrame, positives: DataFrame) -> DataFrame:
-    shown = day_events.where((F.col("event_type") == "impression") & F.col("item_id").isNotNull())
-    return (
-        first_rows(shown, ["user_id", "item_id"], EVENT_ORDER)
-        .join(positives.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")
-        .select(
-            "user_id",
-            "item_id",
-            *context_columns(),
-            F.lit("impression").alias("source"),
-            F.lit(0.0).alias("label"),
-        )
+def impression_negatives(pairs: DataFrame) -> DataFrame:
+    """Items shown on the day and not interacted with, in the context of their first impression."""
+    return pairs.where(F.col("_t").isNull() & F.col("_shown").isNotNull()).select(
+        "user_id",
+        "item_id",
+        *[F.col(f"_shown.ctx.{c}").alias(c) for c in CONTEXT_COLUMNS],
+        F.lit("impression").alias("source"),
+        F.lit(0.0).alias("label"),
     )
 
 
@@ -125,27 +146,21 @@ def popularity_slots(item_features: DataFrame, resolution: int, power: float = 1
 
 
 def sample_negatives(
-    positives: DataFrame,
+    users: DataFrame,
     touched: DataFrame,
     slots: DataFrame,
     per_positive: int,
     seed: int,
     date: dt.date,
-    usual: DataFrame,
 ) -> DataFrame:
     """Popularity-weighted items the user did not touch on ``date``, ``per_positive`` per positive.
 
     Draws are a hash of (user, date, draw number, seed), so the sample is the same on every
     rerun and on any number of partitions. They were never shown, so their context is the
-    user's usual request context (``usual``), as at scoring time.
+    user's usual request context (``users`` is ``positive_users``), as at scoring time.
     """
     total_slots = slots.agg(F.max("slot").alias("_m"))
-    per_user = (
-        positives.select("user_id")
-        .distinct()
-        .join(usual.select("user_id", *CONTEXT_COLUMNS), "user_id", "left")
-    )
-    wanted = positives.groupBy("user_id").agg((F.count(F.lit(1)) * per_positive).alias("wanted"))
+    wanted = users.withColumn("wanted", F.col("positives") * per_positive)
     draws = (
         wanted.withColumn("j", F.explode(F.sequence(F.lit(0), F.col("wanted") * 2 - 1)))
         .crossJoin(total_slots)
@@ -154,7 +169,7 @@ def sample_negatives(
             F.pmod(F.xxhash64("user_id", F.lit(date.isoformat()), "j", F.lit(seed)), F.col("_m") + 1),
         )
         .join(F.broadcast(slots), "slot")
-        .join(touched.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")
+        .join(touched, ["user_id", "item_id"], "left_anti")
     )
     first_draw = Window.partitionBy("user_id", "item_id").orderBy("j")
     in_order = Window.partitionBy("user_id").orderBy("j")
@@ -163,7 +178,6 @@ def sample_negatives(
         .where("_r = 1")
         .withColumn("_k", F.row_number().over(in_order))
         .where(F.col("_k") <= F.col("wanted"))
-        .join(per_user, "user_id")
         .select(
             "user_id",
             "item_id",
@@ -175,56 +189,53 @@ def sample_negatives(
 
 
 def ad_examples(day_events: DataFrame, ads: DataFrame) -> DataFrame:
-    """One example per (user, ad) shown or clicked on the day; label = clicked."""
+    """One example per (user, ad) shown or clicked on the day; label = clicked.
+
+    Its context is that of the pair's first ad event, from the same grouping as the label.
+    """
     ad_events = day_events.where(
         F.col("event_type").isin("ad_impression", "ad_click") & F.col("ad_id").isNotNull()
     )
-    clicked = ad_events.groupBy("user_id", "ad_id").agg(
-        F.max((F.col("event_type") == "ad_click").cast("double")).alias("label")
+    pairs = ad_events.groupBy("user_id", "ad_id").agg(
+        F.min(F.struct(*EVENT_ORDER, F.struct(*context_columns()).alias("ctx"))).alias("_first"),
+        F.max((F.col("event_type") == "ad_click").cast("double")).alias("label"),
     )
     promoted = ads.select("ad_id", F.col("item_id").alias("promoted_item"))
-    return (
-        first_rows(ad_events, ["user_id", "ad_id"], EVENT_ORDER)
-        .select("user_id", "ad_id", F.col("item_id").alias("event_item"), *context_columns())
-        .join(clicked, ["user_id", "ad_id"])
-        .join(promoted, "ad_id", "left")
-        .select(
-            "user_id",
-            F.col("promoted_item").alias("item_id"),
-            "ad_id",
-            *[F.col(f"context__{c}") for c in (*CONTEXT, "hour")],
-            F.lit("ad").alias("source"),
-            "label",
-        )
+    return pairs.join(promoted, "ad_id", "left").select(
+        "user_id",
+        F.col("promoted_item").alias("item_id"),
+        "ad_id",
+        *[F.col(f"_first.ctx.{c}").alias(c) for c in CONTEXT_COLUMNS],
+        F.lit("ad").alias("source"),
+        "label",
     )
 
 
 def pool_negatives(
-    positives: DataFrame,
+    users: DataFrame,
     touched: DataFrame,
     pool: DataFrame,
     per_positive: int,
     seed: int,
     date: dt.date,
-    usual: DataFrame,
 ) -> DataFrame:
     """Candidates from the user's pool as of D-1 that they did not touch on ``date``.
 
     ``per_positive`` per positive, picked by a hash of (user, item, date, seed): the same on
     every rerun. These are the near misses the ranker has to order at serving time (the
     user's own recent items, their neighbours, their categories' best sellers), which
-    popularity-sampled items rarely are.
+    popularity-sampled items rarely are. ``users`` is ``positive_users``: their usual
+    request context is the rows' context.
     """
-    wanted = positives.groupBy("user_id").agg((F.count(F.lit(1)) * per_positive).alias("wanted"))
+    wanted = users.withColumn("wanted", F.col("positives") * per_positive)
     order = Window.partitionBy("user_id").orderBy("_h", "item_id")
     return (
         pool.select("user_id", "item_id")
         .join(wanted, "user_id")
-        .join(touched.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")
+        .join(touched, ["user_id", "item_id"], "left_anti")
         .withColumn("_h", F.xxhash64("user_id", "item_id", F.lit(date.isoformat()), F.lit(seed)))
         .withColumn("_k", F.row_number().over(order))
         .where(F.col("_k") <= F.col("wanted"))
-        .join(usual.select("user_id", *CONTEXT_COLUMNS), "user_id", "left")
         .select(
             "user_id",
             "item_id",
@@ -275,14 +286,17 @@ def label_rows(
 ) -> DataFrame:
     """All labelled (user, item[, ad]) rows of ``date`` with their context, before features."""
     usual = request_context(user_features_as_of)
-    positives = item_positives(day_events, usual)
-    touched = day_events.where(F.col("item_id").isNotNull()).select("user_id", "item_id").distinct()
+    pairs = day_pairs(day_events)
+    users = positive_users(pairs, usual)
+    touched = pairs.select("user_id", "item_id")
     slots = popularity_slots(item_features_as_of, slot_resolution, power)
-    organic = positives.unionByName(impression_negatives(day_events, positives)).unionByName(
-        sample_negatives(positives, touched, slots, per_positive, seed, date, usual)
+    organic = (
+        item_positives(pairs, usual)
+        .unionByName(impression_negatives(pairs))
+        .unionByName(sample_negatives(users, touched, slots, per_positive, seed, date))
     )
     if pool_per_positive > 0:
-        pooled = pool_negatives(positives, touched, pool_as_of, pool_per_positive, seed, date, usual)
+        pooled = pool_negatives(users, touched, pool_as_of, pool_per_positive, seed, date)
         organic = organic.unionByName(pooled)
     organic = organic.withColumn("ad_id", F.lit(None).cast("string"))
     rows = organic.unionByName(ad_examples(day_events, ads_as_of))
