@@ -263,14 +263,11 @@ def read_example_inputs(spark: SparkSession, cfg: Config, date: dt.date) -> Exam
     )
 
 
-def training_examples(
-    inputs: ExampleInputs, f: FeaturesConfig, spec: FeatureSpec
-) -> tuple[DataFrame, DataFrame]:
-    """(joined feature frame, examples) labelled ``inputs.date``, every feature as of the day before."""
-    from recs.features.examples import EXAMPLE_KEYS, label_rows
-    from recs.features.inputs import assemble, feature_frame
+def example_rows(inputs: ExampleInputs, f: FeaturesConfig) -> DataFrame:
+    """The labelled (user, item[, ad]) rows of ``inputs.date`` with their context, before features."""
+    from recs.features.examples import label_rows
 
-    rows = label_rows(
+    return label_rows(
         inputs.events,
         inputs.ads,
         inputs.items,
@@ -282,6 +279,15 @@ def training_examples(
         seed=f.seed,
         date=inputs.date,
     )
+
+
+def training_examples(
+    inputs: ExampleInputs, rows: DataFrame, spec: FeatureSpec
+) -> tuple[DataFrame, DataFrame]:
+    """(joined feature frame, examples) of ``example_rows``, every feature as of the day before."""
+    from recs.features.examples import EXAMPLE_KEYS
+    from recs.features.inputs import assemble, feature_frame
+
     pairs = rows.select("user_id", "item_id").where(F.col("item_id").isNotNull()).distinct()
     signals = user_item_as_of(inputs.history, pairs)
     frame = feature_frame(rows, inputs.users, inputs.items, signals, inputs.ads)
@@ -331,7 +337,10 @@ def run(
         step.counts["candidate_pool_rows"] = committed_rows(spark, cfg, "candidate_pool", tag)
 
         inputs = read_example_inputs(spark, cfg, date)
-        frame, examples = training_examples(inputs, cfg.features, spec)
+        # Kept: the rows feed both the feature joins and the user-item pairs, and a plan that
+        # held them twice would also plan (and file-list for Delta) every read under them twice.
+        rows = example_rows(inputs, cfg.features).persist(StorageLevel.MEMORY_AND_DISK)
+        frame, examples = training_examples(inputs, rows, spec)
         # Kept for the collision statistics below, which would otherwise rebuild the whole join.
         frame.persist(StorageLevel.MEMORY_AND_DISK)
         examples, by_source = counting(canonical_order(examples, cfg), "source", EXAMPLE_SOURCES)
@@ -344,6 +353,7 @@ def run(
             log.warning("features %s: sources without rows: %s", date, "; ".join(quiet))
         rates = collision_rates(frame, spec)
         frame.unpersist()
+        rows.unpersist()
         step.details["collision_rate"] = rates
         step.details["spec_hash"] = spec.spec_hash
         for name, rate in rates.items():
