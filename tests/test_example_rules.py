@@ -1,4 +1,5 @@
-"""Training-example rules on hand-made rows: request context, pool negatives, user-item signals."""
+"""Training-example rules on hand-made rows: request context, impression and ad examples, pool
+negatives, user-item signals."""
 
 from __future__ import annotations
 
@@ -99,6 +100,53 @@ def test_a_positive_takes_the_impression_before_it_or_else_the_users_usual_conte
         "i1": ("search", "mobile", "US", 10),
         "i2": ("home", "desktop", "DE", 20),
         "i3": ("home", "desktop", "DE", 20),
+    }
+
+
+def test_impression_negatives_and_ad_examples_take_the_context_of_their_first_event(spark):
+    """u1: i1 shown twice, never touched -> a negative in the first impression's context; i2
+    shown then viewed -> a positive, not a negative. u2: i3 shown twice in the same second,
+    on different surfaces: the smaller event_id is first. Ads: a1 shown then clicked -> label 1
+    in the impression's context; a2 only shown -> label 0; each carries its promoted item."""
+    from recs.features.examples import ad_examples, day_pairs, impression_negatives
+
+    t = dt.datetime(2026, 4, 2, 10, 0)
+    minute = dt.timedelta(minutes=1)
+    events = [
+        ("e1", "u1", "impression", "i1", None, "search", "mobile", "US", t),
+        ("e2", "u1", "impression", "i1", None, "home", "desktop", "US", t + 120 * minute),
+        ("e3", "u1", "impression", "i2", None, "home", "mobile", "US", t - 60 * minute),
+        ("e4", "u1", "view", "i2", None, "product_page", "mobile", "US", t - 55 * minute),
+        ("e9", "u2", "impression", "i3", None, "search", "tablet", "FR", t + 60 * minute),
+        ("e0", "u2", "impression", "i3", None, "home", "tablet", "FR", t + 60 * minute),
+        ("e5", "u1", "ad_impression", "i9", "a1", "search", "tablet", "FR", t - 120 * minute),
+        ("e6", "u1", "ad_click", "i9", "a1", "home", "mobile", "FR", t - 119 * minute),
+        ("e7", "u1", "ad_impression", "i8", "a2", "home", "desktop", "DE", t + 180 * minute),
+    ]
+    day_events = spark.createDataFrame(
+        events,
+        "event_id string, user_id string, event_type string, item_id string, ad_id string, "
+        "surface string, device string, country string, event_time timestamp",
+    )
+    ads = spark.createDataFrame([("a1", "i9"), ("a2", "i8")], "ad_id string, item_id string")
+
+    def context(r):
+        return (r.context__surface, r.context__device, r.context__country, r.context__hour)
+
+    negatives = {
+        (r.user_id, r.item_id): context(r) for r in impression_negatives(day_pairs(day_events)).collect()
+    }
+    assert negatives == {
+        ("u1", "i1"): ("search", "mobile", "US", 10),
+        ("u2", "i3"): ("home", "tablet", "FR", 11),
+    }
+    got = {
+        (r.user_id, r.ad_id): (r.item_id, r.label, *context(r))
+        for r in ad_examples(day_events, ads).collect()
+    }
+    assert got == {
+        ("u1", "a1"): ("i9", 1.0, "search", "tablet", "FR", 8),
+        ("u1", "a2"): ("i8", 0.0, "home", "desktop", "DE", 13),
     }
 
 
