@@ -43,6 +43,12 @@ def context_columns() -> list[Column]:
     return [F.col(c).alias(f"context__{c}") for c in CONTEXT] + [F.hour("event_time").alias("context__hour")]
 
 
+def event_with_context() -> Column:
+    """(event_time, event_id, ctx) of an event: structs compare field by field, so the min or
+    max of these picks the first or last event in ``EVENT_ORDER`` and carries its context."""
+    return F.struct(*EVENT_ORDER, F.struct(*context_columns()).alias("ctx"))
+
+
 def request_context(user_features: DataFrame) -> DataFrame:
     """The context a recommendation request of the user is scored in: their usual device,
     country and hour, on the home surface. Training uses the same for rows without a logged one.
@@ -66,11 +72,7 @@ def day_pairs(day_events: DataFrame) -> DataFrame:
     """
     with_item = day_events.where(F.col("item_id").isNotNull())
     touch_time = F.when(F.col("event_type").isin(*INTERACTIONS), F.col("event_time"))
-    # Structs compare field by field: (time, event_id) first, so min/max pick by event order.
-    shown = F.when(
-        F.col("event_type") == "impression",
-        F.struct(*EVENT_ORDER, F.struct(*context_columns()).alias("ctx")),
-    )
+    shown = F.when(F.col("event_type") == "impression", event_with_context())
     by_pair = Window.partitionBy("user_id", "item_id")
     return (
         with_item.withColumn("_t", F.min(touch_time).over(by_pair))
@@ -197,7 +199,7 @@ def ad_examples(day_events: DataFrame, ads: DataFrame) -> DataFrame:
         F.col("event_type").isin("ad_impression", "ad_click") & F.col("ad_id").isNotNull()
     )
     pairs = ad_events.groupBy("user_id", "ad_id").agg(
-        F.min(F.struct(*EVENT_ORDER, F.struct(*context_columns()).alias("ctx"))).alias("_first"),
+        F.min(event_with_context()).alias("_first"),
         F.max((F.col("event_type") == "ad_click").cast("double")).alias("label"),
     )
     promoted = ads.select("ad_id", F.col("item_id").alias("promoted_item"))
